@@ -1,0 +1,17 @@
+"""Prometheus metrics and health for LangGraph checkpointers persisting in PostgreSQL."""
+
+from exporter.checkpointer.factory import CheckpointerUnavailableError, build_checkpointer
+from exporter.checkpointer.instrumented import InstrumentedSaver, Observation, instrument
+from exporter.settings import Settings, SettingsError
+from exporter.sidecar import Sidecar
+
+__all__ = [
+    "CheckpointerUnavailableError",
+    "InstrumentedSaver",
+    "Observation",
+    "Settings",
+    "SettingsError",
+    "Sidecar",
+    "build_checkpointer",
+    "instrument",
+]

@@ -1,0 +1,1 @@
+"""The instrumented checkpointer and the factory that builds the configured one."""

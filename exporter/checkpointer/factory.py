@@ -1,0 +1,123 @@
+"""Builds the configured checkpointer: feature flag, connection pool, schema and setup."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
+
+import psycopg
+from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
+from prometheus_client import CollectorRegistry
+from psycopg import AsyncConnection
+from psycopg.rows import DictRow
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from exporter import sql
+from exporter.checkpointer.backend import MEMORY, POSTGRES, Backend
+from exporter.checkpointer.instrumented import InstrumentedSaver, Observer, wrap_saver
+from exporter.checkpointer.metrics import saver_metrics
+from exporter.database import checkpointer_connect_kwargs, connection_string
+from exporter.log import get_logger
+from exporter.redact import redact
+from exporter.settings import Settings
+
+log = get_logger("checkpointer")
+
+
+class CheckpointerUnavailableError(RuntimeError):
+    """PostgreSQL was requested but could not be reached or prepared at start."""
+
+
+async def prepare_schema(conninfo: str, settings: Settings) -> None:
+    """Create ``POSTGRES_SCHEMA`` if missing and run the saver's migrations exactly once.
+
+    An advisory lock, held on a connection of its own, keeps replicas that
+    start together from running LangGraph's migrations concurrently.
+    """
+    kwargs = checkpointer_connect_kwargs(conninfo, settings)
+    schema = settings.postgres_schema
+    async with await AsyncConnection.connect(conninfo, **kwargs) as conn:
+        await conn.execute(sql.ACQUIRE_SETUP_LOCK, (sql.SETUP_LOCK_KEY, schema))
+        try:
+            cursor = await conn.execute(sql.SCHEMA_EXISTS, (schema,))
+            row = await cursor.fetchone()
+            if not (row and row["exists"]):
+                await conn.execute(sql.create_schema(schema))
+            async with await AsyncConnection.connect(conninfo, **kwargs) as setup_conn:
+                await AsyncPostgresSaver(conn=setup_conn).setup()
+        finally:
+            await conn.execute(sql.RELEASE_SETUP_LOCK, (sql.SETUP_LOCK_KEY, schema))
+
+
+async def open_checkpointer_pool(
+    conninfo: str, settings: Settings
+) -> AsyncConnectionPool[AsyncConnection[DictRow]]:
+    """Open the application's pool, failing within the connect timeout if PostgreSQL is away."""
+    pool: AsyncConnectionPool[AsyncConnection[DictRow]] = AsyncConnectionPool(
+        conninfo,
+        kwargs=checkpointer_connect_kwargs(conninfo, settings),
+        min_size=settings.pool_min_size,
+        max_size=settings.pool_max_size,
+        timeout=settings.pool_timeout,
+        name="checkpointer",
+        open=False,
+        connection_class=AsyncConnection[DictRow],
+    )
+    try:
+        await pool.open(wait=True, timeout=settings.connect_timeout)
+    except BaseException:
+        await pool.close()
+        raise
+    return pool
+
+
+@asynccontextmanager
+async def build_checkpointer(
+    settings: Settings,
+    *,
+    registry: CollectorRegistry | None = None,
+    observer: Observer | None = None,
+) -> AsyncIterator[InstrumentedSaver]:
+    """Yield the instrumented checkpointer ``settings`` ask for, and close it on exit.
+
+    ``USE_POSTGRES_SAVER=false``: the in-memory saver. Otherwise an
+    ``AsyncPostgresSaver`` on its own pool (on the embedded PostgreSQL when no
+    connection string is set), with the schema created and ``setup()`` run.
+    If PostgreSQL cannot be reached this raises
+    :class:`CheckpointerUnavailableError`, unless ``fallback_to_memory`` is
+    set: then the in-memory saver runs and ``saver.backend.fallback_reason``
+    (shown by health and metrics) says why.
+    """
+    metrics = saver_metrics(registry)
+    schema = settings.postgres_schema
+    if not settings.use_postgres_saver:
+        log.info("checkpointer_ready", checkpointer=MEMORY)
+        yield wrap_saver(InMemorySaver(), metrics, observer, Backend(MEMORY, schema))
+        return
+    async with AsyncExitStack() as stack:
+        conninfo = await stack.enter_async_context(connection_string(settings))
+        try:
+            await prepare_schema(conninfo, settings)
+            pool = await open_checkpointer_pool(conninfo, settings)
+        except (psycopg.Error, PoolTimeout, OSError) as exc:
+            reason = redact(f"{type(exc).__name__}: {exc}".strip().splitlines()[0])
+            if not settings.fallback_to_memory:
+                raise CheckpointerUnavailableError(
+                    f"PostgreSQL at {redact(conninfo)} is unavailable: {reason}"
+                ) from None
+            log.warning("checkpointer_fallback", checkpointer=MEMORY, reason=reason)
+            backend = Backend(MEMORY, schema, conninfo, fallback_reason=reason)
+            yield wrap_saver(InMemorySaver(), metrics, observer, backend)
+            return
+        stack.push_async_callback(pool.close)
+        saver: Any = AsyncPostgresSaver(conn=pool)
+        log.info(
+            "checkpointer_ready",
+            checkpointer=POSTGRES,
+            schema=schema,
+            connection_string=redact(conninfo),
+            pool_max_size=settings.pool_max_size,
+        )
+        yield wrap_saver(saver, metrics, observer, Backend(POSTGRES, schema, conninfo, pool))

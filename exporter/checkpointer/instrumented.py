@@ -1,0 +1,418 @@
+"""A transparent, instrumented proxy around any LangGraph checkpoint saver.
+
+The proxy's class is built per wrapped type and defines only the methods that
+type overrides: LangGraph and tools detect capabilities by class attribute, so
+a method the inner saver inherits from ``BaseCheckpointSaver`` stays inherited
+here too. Real signatures are kept (``functools.wraps``), generators stay
+generators, and exceptions and return values pass through untouched.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+from collections.abc import AsyncIterator, Callable, Collection, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import Enum
+from time import perf_counter
+from typing import Any, Final
+
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.checkpoint.serde.base import SerializerProtocol
+from prometheus_client import CollectorRegistry
+
+from exporter.checkpointer.backend import Backend
+from exporter.checkpointer.call import Call, current_call
+from exporter.checkpointer.locks import time_lock
+from exporter.checkpointer.metrics import SaverMetrics, saver_metrics
+from exporter.checkpointer.payload import measure_serde
+from exporter.redact import redact
+
+
+class Kind(Enum):
+    SYNC = "sync"
+    ASYNC = "async"
+    ITERATOR = "iterator"
+    ASYNC_ITERATOR = "async_iterator"
+
+
+# Every public method of BaseCheckpointSaver that does I/O, with the operation
+# label it records under. A test checks this against BaseCheckpointSaver's
+# public surface, so a LangGraph upgrade that adds a method cannot slip by.
+TIMED: Final[Mapping[str, tuple[str, Kind]]] = {
+    "get": ("get", Kind.SYNC),
+    "get_tuple": ("get_tuple", Kind.SYNC),
+    "list": ("list", Kind.ITERATOR),
+    "put": ("put", Kind.SYNC),
+    "put_writes": ("put_writes", Kind.SYNC),
+    "delete_thread": ("delete_thread", Kind.SYNC),
+    "delete_for_runs": ("delete_for_runs", Kind.SYNC),
+    "copy_thread": ("copy_thread", Kind.SYNC),
+    "prune": ("prune", Kind.SYNC),
+    "get_delta_channel_history": ("get_delta_channel_history", Kind.SYNC),
+    "aget": ("get", Kind.ASYNC),
+    "aget_tuple": ("get_tuple", Kind.ASYNC),
+    "alist": ("list", Kind.ASYNC_ITERATOR),
+    "aput": ("put", Kind.ASYNC),
+    "aput_writes": ("put_writes", Kind.ASYNC),
+    "adelete_thread": ("delete_thread", Kind.ASYNC),
+    "adelete_for_runs": ("delete_for_runs", Kind.ASYNC),
+    "acopy_thread": ("copy_thread", Kind.ASYNC),
+    "aprune": ("prune", Kind.ASYNC),
+    "aget_delta_channel_history": ("get_delta_channel_history", Kind.ASYNC),
+}
+# Forwarded untimed where the inner saver overrides them: pure and hot.
+FORWARDED: Final = ("get_next_version",)
+# Defined on every proxy, delegating to the inner saver.
+DELEGATED: Final = ("serde", "config_specs", "with_allowlist")
+CONTEXT_MANAGER_METHODS: Final = ("__enter__", "__exit__", "__aenter__", "__aexit__")
+
+# Exemplar labels are limited to 128 characters; a cut thread id would mislead.
+_MAX_EXEMPLAR_THREAD_ID = 100
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """One finished operation, as handed to an ``observer`` (the load test uses it)."""
+
+    operation: str
+    seconds: float
+    lock_wait: float
+    payload_bytes: int
+    error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorRecord:
+    """The last failure, for the health endpoint; the message is already redacted."""
+
+    operation: str
+    error: str
+    message: str
+    at: datetime
+
+
+Observer = Callable[[Observation], None]
+
+
+def _thread_id(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> str | None:
+    first = args[0] if args else kwargs.get("config", kwargs.get("thread_id"))
+    if isinstance(first, Mapping):
+        value = first.get("configurable", {}).get("thread_id")
+        return value if isinstance(value, str) else None
+    return first if isinstance(first, str) else None
+
+
+class InstrumentedSaver(BaseCheckpointSaver[Any]):
+    """Base of the per-type proxies made by :func:`instrument`; never instantiated directly."""
+
+    backend: Backend | None
+
+    def __init__(
+        self, inner: BaseCheckpointSaver[Any], metrics: SaverMetrics, observer: Observer | None
+    ) -> None:
+        # BaseCheckpointSaver.__init__ is not called: the serializer lives on the inner saver.
+        self._inner = inner
+        self._metrics = metrics
+        self._observer = observer
+        self._probes = {
+            operation: metrics.probe(operation, type(inner).__name__)
+            for name, (operation, _) in TIMED.items()
+            if name in type(self).__dict__
+        }
+        self._last_error: ErrorRecord | None = None
+        self._error_lock = threading.Lock()
+        self.backend = None
+
+    @property
+    def inner(self) -> BaseCheckpointSaver[Any]:
+        """The wrapped saver, for its own API (``setup()``, ``conn``, ...)."""
+        return self._inner
+
+    @property
+    def saver_name(self) -> str:
+        """The wrapped saver's class name, as in the ``saver`` label."""
+        return type(self._inner).__name__
+
+    @property
+    def last_error(self) -> ErrorRecord | None:
+        return self._last_error
+
+    @property
+    def serde(self) -> SerializerProtocol:
+        return self._inner.serde
+
+    @serde.setter
+    def serde(self, value: SerializerProtocol) -> None:
+        self._inner.serde = measure_serde(value)
+
+    @property
+    def config_specs(self) -> list[Any]:
+        return self._inner.config_specs
+
+    def with_allowlist(
+        self, extra_allowlist: Collection[tuple[str, ...]]
+    ) -> BaseCheckpointSaver[Any]:
+        """Apply the allowlist to the inner saver and wrap its clone the same way.
+
+        The base implementation would swap the serializer on a copy of this proxy,
+        leaving the inner saver non-strict: resumed state would come back as dicts.
+        """
+        clone = self._inner.with_allowlist(extra_allowlist)
+        if clone is self._inner:
+            return self
+        return wrap_saver(clone, self._metrics, self._observer, self.backend)
+
+    def __getattr__(self, name: str) -> Any:
+        # Private names are never forwarded: copy.copy probes them on a bare instance.
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self._inner, name)
+
+    def __repr__(self) -> str:
+        return f"<instrumented {self._inner!r}>"
+
+    def _finish(
+        self,
+        call: Call,
+        seconds: float,
+        exc: BaseException | None,
+        args: tuple[Any, ...],
+        kwargs: Mapping[str, Any],
+    ) -> None:
+        probe = call.probe
+        probe.in_flight.dec()
+        probe.total.inc()
+        thread_id = _thread_id(args, kwargs)
+        if thread_id is not None and len(thread_id) <= _MAX_EXEMPLAR_THREAD_ID:
+            probe.duration.observe(seconds, {"thread_id": thread_id})
+        else:
+            probe.duration.observe(seconds)
+        error = None
+        if exc is not None:
+            error = type(exc).__name__
+            probe.error_counter(error).inc()
+            record = ErrorRecord(probe.operation, error, redact(str(exc))[:500], datetime.now(UTC))
+            with self._error_lock:
+                self._last_error = record
+        elif call.payload:
+            probe.payload.observe(call.payload)
+        if self._observer is not None:
+            self._observer(
+                Observation(probe.operation, seconds, call.lock_wait, call.payload, error)
+            )
+
+
+def _timed_sync(name: str, operation: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(fn)
+    def method(self: InstrumentedSaver, *args: Any, **kwargs: Any) -> Any:
+        call = Call(self._probes[operation])
+        call.probe.in_flight.inc()
+        token = current_call.set(call)
+        started = perf_counter()
+        try:
+            result = getattr(self._inner, name)(*args, **kwargs)
+        except BaseException as exc:
+            self._finish(call, perf_counter() - started, exc, args, kwargs)
+            raise
+        finally:
+            current_call.reset(token)
+        self._finish(call, perf_counter() - started, None, args, kwargs)
+        return result
+
+    return method
+
+
+def _timed_async(name: str, operation: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(fn)
+    async def method(self: InstrumentedSaver, *args: Any, **kwargs: Any) -> Any:
+        call = Call(self._probes[operation])
+        call.probe.in_flight.inc()
+        token = current_call.set(call)
+        started = perf_counter()
+        try:
+            result = await getattr(self._inner, name)(*args, **kwargs)
+        except BaseException as exc:
+            self._finish(call, perf_counter() - started, exc, args, kwargs)
+            raise
+        finally:
+            current_call.reset(token)
+        self._finish(call, perf_counter() - started, None, args, kwargs)
+        return result
+
+    return method
+
+
+def _timed_iterator(name: str, operation: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Time only the inner iterator's own steps, so a consumer that pauses or stops
+    early neither inflates nor loses the figure; it is recorded when iteration ends."""
+
+    @functools.wraps(fn)
+    def method(self: InstrumentedSaver, *args: Any, **kwargs: Any) -> Iterator[Any]:
+        call = Call(self._probes[operation])
+        call.probe.in_flight.inc()
+        spent, error = 0.0, None
+        iterator: Iterator[Any] | None = None
+        try:
+            while True:
+                token = current_call.set(call)
+                started = perf_counter()
+                try:
+                    if iterator is None:
+                        iterator = iter(getattr(self._inner, name)(*args, **kwargs))
+                    item = next(iterator)
+                except StopIteration:
+                    break
+                except BaseException as exc:
+                    error = exc
+                    raise
+                finally:
+                    spent += perf_counter() - started
+                    current_call.reset(token)
+                yield item
+        finally:
+            close = getattr(iterator, "close", None)
+            if close is not None:
+                close()
+            self._finish(call, spent, error, args, kwargs)
+
+    return method
+
+
+def _timed_async_iterator(name: str, operation: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Async twin of :func:`_timed_iterator`; closing it closes the inner generator at once,
+    which releases the saver's lock the inner generator holds while it yields."""
+
+    @functools.wraps(fn)
+    async def method(self: InstrumentedSaver, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
+        call = Call(self._probes[operation])
+        call.probe.in_flight.inc()
+        spent, error = 0.0, None
+        iterator: AsyncIterator[Any] | None = None
+        try:
+            while True:
+                token = current_call.set(call)
+                started = perf_counter()
+                try:
+                    if iterator is None:
+                        iterator = aiter(getattr(self._inner, name)(*args, **kwargs))
+                    item = await anext(iterator)
+                except StopAsyncIteration:
+                    break
+                except BaseException as exc:
+                    error = exc
+                    raise
+                finally:
+                    spent += perf_counter() - started
+                    current_call.reset(token)
+                yield item
+        finally:
+            aclose = getattr(iterator, "aclose", None)
+            if aclose is not None:
+                await aclose()
+            self._finish(call, spent, error, args, kwargs)
+
+    return method
+
+
+_FACTORIES: Final = {
+    Kind.SYNC: _timed_sync,
+    Kind.ASYNC: _timed_async,
+    Kind.ITERATOR: _timed_iterator,
+    Kind.ASYNC_ITERATOR: _timed_async_iterator,
+}
+
+
+def _forwarded(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(fn)
+    def method(self: InstrumentedSaver, *args: Any, **kwargs: Any) -> Any:
+        return getattr(self._inner, name)(*args, **kwargs)
+
+    return method
+
+
+def _context_manager_methods(inner_type: type[Any]) -> dict[str, Callable[..., Any]]:
+    """Forward ``with``/``async with`` when the inner saver supports them."""
+    methods: dict[str, Callable[..., Any]] = {}
+    if hasattr(inner_type, "__enter__"):
+
+        def __enter__(self: InstrumentedSaver) -> Any:
+            entered = self._inner.__enter__()  # type: ignore[attr-defined]
+            return self if entered is self._inner else entered
+
+        def __exit__(self: InstrumentedSaver, *exc_info: Any) -> Any:
+            return self._inner.__exit__(*exc_info)  # type: ignore[attr-defined]
+
+        methods.update(__enter__=__enter__, __exit__=__exit__)
+    if hasattr(inner_type, "__aenter__"):
+
+        async def __aenter__(self: InstrumentedSaver) -> Any:
+            entered = await self._inner.__aenter__()  # type: ignore[attr-defined]
+            return self if entered is self._inner else entered
+
+        async def __aexit__(self: InstrumentedSaver, *exc_info: Any) -> Any:
+            return await self._inner.__aexit__(*exc_info)  # type: ignore[attr-defined]
+
+        methods.update(__aenter__=__aenter__, __aexit__=__aexit__)
+    return methods
+
+
+def overrides(cls: type[Any], name: str) -> bool:
+    """Whether ``cls`` replaces ``BaseCheckpointSaver``'s own ``name``."""
+    return getattr(cls, name, None) is not getattr(BaseCheckpointSaver, name, None)
+
+
+_classes: dict[type[Any], type[InstrumentedSaver]] = {}
+_classes_lock = threading.Lock()
+
+
+def instrumented_class(inner_type: type[BaseCheckpointSaver[Any]]) -> type[InstrumentedSaver]:
+    """The proxy class for ``inner_type``, built once and cached."""
+    with _classes_lock:
+        cls = _classes.get(inner_type)
+        if cls is not None:
+            return cls
+        namespace: dict[str, Any] = {"__module__": __name__}
+        for name, (operation, kind) in TIMED.items():
+            if overrides(inner_type, name):
+                namespace[name] = _FACTORIES[kind](name, operation, getattr(inner_type, name))
+        for name in FORWARDED:
+            if overrides(inner_type, name):
+                namespace[name] = _forwarded(name, getattr(inner_type, name))
+        namespace.update(_context_manager_methods(inner_type))
+        cls = type(f"Instrumented{inner_type.__name__}", (InstrumentedSaver,), namespace)
+        _classes[inner_type] = cls
+        return cls
+
+
+def wrap_saver(
+    inner: BaseCheckpointSaver[Any],
+    metrics: SaverMetrics,
+    observer: Observer | None,
+    backend: Backend | None,
+) -> InstrumentedSaver:
+    """Instrument ``inner`` into ``metrics``: the one place the proxy is assembled."""
+    inner.serde = measure_serde(inner.serde)
+    time_lock(inner, metrics)
+    proxy = instrumented_class(type(inner))(inner, metrics, observer)
+    proxy.backend = backend
+    return proxy
+
+
+def instrument(
+    saver: BaseCheckpointSaver[Any],
+    registry: CollectorRegistry | None = None,
+    *,
+    observer: Observer | None = None,
+) -> InstrumentedSaver:
+    """Wrap ``saver`` so every operation is timed and counted in ``registry``.
+
+    The result is itself a ``BaseCheckpointSaver`` for ``StateGraph.compile``.
+    Instrumenting replaces the saver's lock and serializer with measuring
+    equivalents, so do it before the saver is first used. An already
+    instrumented saver is returned as it is.
+    """
+    if isinstance(saver, InstrumentedSaver):
+        return saver
+    return wrap_saver(saver, saver_metrics(registry), observer, None)

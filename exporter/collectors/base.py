@@ -1,0 +1,37 @@
+"""The collector protocol and what every collector is handed on a scrape."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol
+
+from prometheus_client.metrics_core import Metric
+from psycopg_pool import AsyncConnectionPool
+
+from exporter.checkpointer.instrumented import InstrumentedSaver
+from exporter.settings import Settings
+
+
+@dataclass(frozen=True, slots=True)
+class ScrapeContext:
+    """Read-only view of the exporter's resources for one scrape.
+
+    ``database`` is the exporter's own small pool (None when no PostgreSQL is
+    configured); ``pools`` are the connection pools to report, by name.
+    """
+
+    settings: Settings
+    database: AsyncConnectionPool[Any] | None = None
+    saver: InstrumentedSaver | None = None
+    pools: Mapping[str, AsyncConnectionPool[Any]] = field(default_factory=dict)
+
+
+class Collector(Protocol):
+    """One source of metrics; its ``name`` is its ``collector`` label and its setting."""
+
+    name: ClassVar[str]
+
+    async def collect(self, ctx: ScrapeContext) -> list[Metric]:
+        """Return freshly built metric families; raise on failure (the scrape isolates it)."""
+        ...

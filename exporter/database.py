@@ -1,0 +1,115 @@
+"""Connection parameters and the pools the checkpointer and the exporter use."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from time import perf_counter
+from typing import Any
+
+import psycopg
+from psycopg import AsyncConnection
+from psycopg.conninfo import conninfo_to_dict
+from psycopg.rows import DictRow, dict_row
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from exporter import sql
+from exporter.embedded import embedded_database
+from exporter.redact import redact
+from exporter.settings import Settings
+
+EXPORTER_APPLICATION_NAME = "checkpoint-exporter"
+
+
+@asynccontextmanager
+async def connection_string(settings: Settings) -> AsyncIterator[str]:
+    """The configured database URL, or that of an embedded PostgreSQL started for the duration."""
+    if settings.postgres_connection_string is not None:
+        yield settings.postgres_connection_string
+        return
+    async with embedded_database(settings.data_dir) as url:
+        yield url
+
+
+def _options(conninfo: str, *settings: str) -> str:
+    """Append ``-c`` settings to any ``options`` the connection string already carries."""
+    existing = str(conninfo_to_dict(conninfo).get("options") or "")
+    return " ".join([existing, *(f"-c {item}" for item in settings)]).strip()
+
+
+def checkpointer_connect_kwargs(conninfo: str, settings: Settings) -> dict[str, Any]:
+    """Connection arguments for the application's checkpointer pool.
+
+    The tables live in ``POSTGRES_SCHEMA``: LangGraph's SQL names them
+    unqualified, so the schema goes first on the ``search_path``.
+    """
+    return {
+        "autocommit": True,
+        "row_factory": dict_row,
+        "prepare_threshold": settings.prepare_threshold,
+        "application_name": settings.application_name,
+        "connect_timeout": max(1, math.ceil(settings.connect_timeout)),
+        "options": _options(conninfo, f"search_path={settings.postgres_schema}"),
+    }
+
+
+def exporter_connect_kwargs(conninfo: str, settings: Settings) -> dict[str, Any]:
+    """Connection arguments for the exporter's own queries: bounded, read-mostly, named."""
+    timeout_ms = max(1, int(settings.collector_timeout * 1000))
+    return {
+        "autocommit": True,
+        "row_factory": dict_row,
+        # Prepared statements would be lost on every reconnect during an outage.
+        "prepare_threshold": None,
+        "application_name": EXPORTER_APPLICATION_NAME,
+        "connect_timeout": max(1, math.ceil(settings.connect_timeout)),
+        "options": _options(
+            conninfo,
+            f"statement_timeout={timeout_ms}",
+            f"lock_timeout={timeout_ms}",
+            f"idle_in_transaction_session_timeout={timeout_ms * 2}",
+        ),
+    }
+
+
+def exporter_pool(
+    conninfo: str, settings: Settings
+) -> AsyncConnectionPool[AsyncConnection[DictRow]]:
+    """A small pool (not opened) that can never starve the application's connections."""
+    return AsyncConnectionPool(
+        conninfo,
+        kwargs=exporter_connect_kwargs(conninfo, settings),
+        min_size=1,
+        max_size=settings.exporter_pool_size,
+        timeout=settings.collector_timeout,
+        name="exporter",
+        open=False,
+        connection_class=AsyncConnection[DictRow],
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    """Whether PostgreSQL answered a trivial query, how fast, and which version it runs."""
+
+    ok: bool
+    seconds: float
+    server_version: str | None = None
+    error: str | None = None
+
+
+async def ping(pool: AsyncConnectionPool[Any], deadline: float) -> Ping:
+    """Ask ``pool``'s database for its version within ``deadline`` seconds; never raises."""
+    started = perf_counter()
+    try:
+        async with asyncio.timeout(deadline), pool.connection(timeout=deadline) as conn:
+            cursor = await conn.execute(sql.SERVER_VERSION)
+            row = await cursor.fetchone()
+    except (TimeoutError, psycopg.Error, PoolTimeout, OSError) as exc:
+        message = redact(f"{type(exc).__name__}: {exc}".strip().splitlines()[0])
+        return Ping(False, perf_counter() - started, error=message)
+    version = str(row["version"]) if row else None
+    return Ping(True, perf_counter() - started, server_version=version)

@@ -1,0 +1,114 @@
+"""Runs one scrape: every collector concurrently, each isolated and under its own deadline.
+
+A collector that raises or overruns contributes only
+``langgraph_checkpointer_scrape_collector_success{collector} 0`` and its
+duration; everything else still appears, so ``/metrics`` stays useful
+while the database is failing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from time import perf_counter
+
+from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily
+from prometheus_client.metrics_core import Metric
+
+from exporter.collectors.base import Collector, ScrapeContext
+from exporter.log import get_logger
+from exporter.redact import redact
+
+log = get_logger("scrape")
+
+SUCCESS = "langgraph_checkpointer_scrape_collector_success"
+DURATION = "langgraph_checkpointer_scrape_collector_duration_seconds"
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What one collector produced in one scrape."""
+
+    collector: str
+    families: Sequence[Metric]
+    ok: bool
+    seconds: float
+
+
+async def run_collector(collector: Collector, ctx: ScrapeContext, deadline: float) -> Outcome:
+    """Run ``collector`` within ``deadline`` seconds; a failure is logged and reported.
+
+    Only ``Exception`` is caught: cancellation of the scrape itself must propagate.
+    """
+    started = perf_counter()
+    try:
+        async with asyncio.timeout(deadline):
+            families = await collector.collect(ctx)
+    except TimeoutError:
+        log.warning("collector_timeout", collector=collector.name, deadline_seconds=deadline)
+        return Outcome(collector.name, (), False, perf_counter() - started)
+    except Exception as exc:
+        log.warning(
+            "collector_failed",
+            collector=collector.name,
+            error=type(exc).__name__,
+            message=redact(str(exc)),
+        )
+        return Outcome(collector.name, (), False, perf_counter() - started)
+    return Outcome(collector.name, families, True, perf_counter() - started)
+
+
+def outcome_families(outcomes: Iterable[Outcome]) -> list[Metric]:
+    """The collectors' own families followed by their success and duration gauges."""
+    success = GaugeMetricFamily(
+        SUCCESS, "Whether the collector succeeded in this scrape.", labels=["collector"]
+    )
+    duration = GaugeMetricFamily(
+        DURATION, "How long the collector took in this scrape.", labels=["collector"]
+    )
+    families: list[Metric] = []
+    for outcome in outcomes:
+        families.extend(outcome.families)
+        success.add_metric([outcome.collector], 1.0 if outcome.ok else 0.0)
+        duration.add_metric([outcome.collector], outcome.seconds)
+    return [*families, success, duration]
+
+
+async def run_collectors(
+    collectors: Sequence[Collector], ctx: ScrapeContext, deadline: float
+) -> list[Metric]:
+    """Run every collector at once and gather what they produced."""
+    outcomes = await asyncio.gather(*(run_collector(c, ctx, deadline) for c in collectors))
+    return outcome_families(outcomes)
+
+
+def status_families(
+    *,
+    up: bool,
+    checkpointer: str,
+    saver: str | None,
+    schema: str,
+    fallback: bool,
+    versions: dict[str, str],
+) -> list[Metric]:
+    """The families every scrape carries: ``up``, identity, fallback and build info."""
+    up_family = GaugeMetricFamily(
+        "langgraph_checkpointer_up",
+        "Whether the checkpoint database answered (1 when no database is configured).",
+        value=1.0 if up else 0.0,
+    )
+    info = InfoMetricFamily(
+        "langgraph_checkpointer",
+        "The checkpointer in use.",
+        value={"checkpointer": checkpointer, "saver": saver or "", "schema": schema},
+    )
+    fallback_family = GaugeMetricFamily(
+        "langgraph_checkpointer_fallback_active",
+        "1 when PostgreSQL was requested but the in-memory saver runs instead.",
+        value=1.0 if fallback else 0.0,
+    )
+    build = InfoMetricFamily(
+        "langgraph_checkpointer_build", "Versions of the exporter's parts.", value=versions
+    )
+    return [up_family, info, fallback_family, build]

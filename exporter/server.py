@@ -1,0 +1,89 @@
+"""The aiohttp application: routes for metrics, health, readiness and a landing page."""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Iterable, Iterator
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+from prometheus_client.aiohttp import make_aiohttp_handler
+from prometheus_client.metrics_core import Metric
+
+from exporter.sidecar import Sidecar
+from exporter.version import VERSION
+
+HEALTH_PATH = "/api/health/checkpointer"
+SIDECAR_KEY = web.AppKey("sidecar", Sidecar)
+
+
+class _Exposition(CollectorRegistry):
+    """One scrape's view: the long-lived registry plus the families collected just now.
+
+    Built per request, so concurrent scrapes never see each other's results;
+    being a registry, it keeps prometheus_client's ``name[]`` filtering.
+    """
+
+    def __init__(self, registry: CollectorRegistry, families: Iterable[Metric]) -> None:
+        super().__init__(auto_describe=False)
+        self._registry = registry
+        self._families = list(families)
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self._registry.collect()
+        yield from self._families
+
+
+async def metrics(request: web.Request) -> web.StreamResponse:
+    sidecar = request.app[SIDECAR_KEY]
+    exposition = _Exposition(sidecar.registry, await sidecar.scrape())
+    # The handler negotiates OpenMetrics, gzip and name[] filtering.
+    return await make_aiohttp_handler(exposition)(request)
+
+
+async def health(request: web.Request) -> web.Response:
+    document, status = await request.app[SIDECAR_KEY].health()
+    return web.json_response(document, status=status)
+
+
+async def healthz(_: web.Request) -> web.Response:
+    return web.json_response({"status": "alive"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    answer = await request.app[SIDECAR_KEY].ping()
+    ready = answer is None or answer.ok
+    body = {"ready": ready, "error": None if answer is None else answer.error}
+    return web.json_response(body, status=200 if ready else 503)
+
+
+async def landing(request: web.Request) -> web.Response:
+    sidecar = request.app[SIDECAR_KEY]
+    links = [
+        (sidecar.settings.telemetry_path, "Metrics"),
+        (HEALTH_PATH, "Checkpointer health"),
+        ("/healthz", "Liveness"),
+        ("/readyz", "Readiness"),
+    ]
+    items = "".join(
+        f'<li><a href="{html.escape(path)}">{html.escape(title)}</a></li>' for path, title in links
+    )
+    body = (
+        '<!doctype html><html><head><meta charset="utf-8"><title>checkpoint-exporter</title>'
+        f"</head><body><h1>checkpoint-exporter {html.escape(VERSION)}</h1>"
+        f"<p>Checkpointer: {html.escape(sidecar.backend.checkpointer)}, schema "
+        f"<code>{html.escape(sidecar.backend.schema)}</code></p><ul>{items}</ul></body></html>"
+    )
+    return web.Response(text=body, content_type="text/html")
+
+
+def create_app(sidecar: Sidecar) -> web.Application:
+    """The sidecar's routes; unknown paths get 404 and wrong methods 405 from aiohttp."""
+    app = web.Application()
+    app[SIDECAR_KEY] = sidecar
+    app.router.add_get("/", landing)
+    app.router.add_get(sidecar.settings.telemetry_path, metrics)
+    app.router.add_get(HEALTH_PATH, health)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    return app

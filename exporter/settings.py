@@ -1,0 +1,406 @@
+"""Every setting the exporter reads: its variable, flag, default and validation.
+
+The table :data:`SPECS` is the single source for the CLI flags, the environment
+variables and the README's configuration table (a test keeps them equal).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from psycopg.conninfo import conninfo_to_dict
+
+from exporter.redact import register_secret
+
+PREFIX = "CHECKPOINT_EXPORTER_"
+DEFAULT_SCHEMA = "workflow_checkpoints"
+DEFAULT_PORT = 9877
+
+# Unquoted PostgreSQL identifiers only: the schema also goes into a libpq
+# `options` string, where anything needing quotes would need escaping twice.
+_IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+_DURATION = re.compile(r"^(?P<number>\d+(?:\.\d+)?)(?P<unit>ms|s|m)?$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, None: 1.0}
+
+
+class SettingsError(ValueError):
+    """A setting has a value the exporter cannot use; the message names it."""
+
+
+@dataclass(frozen=True, slots=True)
+class ListenAddress:
+    """Where the HTTP server binds; an empty host means every interface."""
+
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+
+def _default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "checkpoint-exporter" / "pgdata"
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Validated, immutable configuration shared by the library, sidecar and CLI."""
+
+    use_postgres_saver: bool = True
+    postgres_connection_string: str | None = field(default=None, repr=False)
+    postgres_schema: str = DEFAULT_SCHEMA
+    listen_address: ListenAddress = ListenAddress("", DEFAULT_PORT)
+    telemetry_path: str = "/metrics"
+    log_level: str = "info"
+    log_format: str = "auto"
+    data_dir: Path = field(default_factory=_default_data_dir)
+    pool_min_size: int = 1
+    pool_max_size: int = 10
+    pool_timeout: float = 30.0
+    prepare_threshold: int | None = 0
+    application_name: str = "langgraph-checkpointer"
+    fallback_to_memory: bool = False
+    connect_timeout: float = 5.0
+    collector_timeout: float = 5.0
+    exporter_pool_size: int = 2
+
+    @classmethod
+    def load(
+        cls,
+        environ: Mapping[str, str] | None = None,
+        flags: Mapping[str, str | None] | None = None,
+    ) -> Settings:
+        """Build settings from the environment and flags (a flag beats its variable).
+
+        Raises :class:`SettingsError` naming the first bad setting.
+        """
+        environ = os.environ if environ is None else environ
+        flags = flags or {}
+        register_secret(environ.get("POSTGRES_PASSWORD"))
+        values: dict[str, Any] = {}
+        for spec in SPECS:
+            raw = flags.get(spec.field)
+            if raw is None:
+                raw = environ.get(spec.env)
+            if raw is None:
+                continue
+            try:
+                values[spec.field] = spec.parse(raw)
+            except ValueError as exc:
+                raise SettingsError(f"{spec.describe()}: {exc}") from None
+        settings = cls(**values)
+        settings.check()
+        return settings
+
+    def check(self) -> None:
+        """Reject combinations no single value can catch."""
+        if self.pool_min_size > self.pool_max_size:
+            raise SettingsError(
+                f"{_spec('pool_min_size').describe()}: must not exceed "
+                f"{_spec('pool_max_size').env} ({self.pool_max_size}), got {self.pool_min_size}"
+            )
+        if self.telemetry_path in RESERVED_PATHS:
+            raise SettingsError(
+                f"{_spec('telemetry_path').describe()}: {self.telemetry_path} is already served"
+            )
+
+    def replace(self, **changes: Any) -> Settings:
+        """Return a copy with ``changes`` applied and checked."""
+        settings = dataclasses.replace(self, **changes)
+        settings.check()
+        return settings
+
+    @property
+    def embedded(self) -> bool:
+        """Whether the exporter must start its own PostgreSQL (no connection string given)."""
+        return self.use_postgres_saver and self.postgres_connection_string is None
+
+
+RESERVED_PATHS = frozenset({"/", "/healthz", "/readyz", "/api/health/checkpointer"})
+
+
+@dataclass(frozen=True, slots=True)
+class Spec:
+    """One setting: where it comes from, how it is parsed, what it means."""
+
+    field: str
+    env: str
+    flag: str | None
+    parse: Callable[[str], Any]
+    default: str
+    help: str
+
+    def describe(self) -> str:
+        return f"{self.env} ({self.flag})" if self.flag else self.env
+
+
+def _spec(name: str) -> Spec:
+    return next(spec for spec in SPECS if spec.field == name)
+
+
+def parse_bool(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    if value in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError(f"expected true or false, got {raw!r}")
+
+
+def integer_in(low: int, high: int) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        try:
+            value = int(raw.strip())
+        except ValueError:
+            raise ValueError(f"expected a whole number, got {raw!r}") from None
+        if not low <= value <= high:
+            raise ValueError(f"must be between {low} and {high}, got {value}")
+        return value
+
+    return parse
+
+
+def duration_in(low: float, high: float) -> Callable[[str], float]:
+    def parse(raw: str) -> float:
+        match = _DURATION.match(raw.strip())
+        if match is None:
+            raise ValueError(f"expected a duration such as 5, 5s or 250ms, got {raw!r}")
+        seconds = float(match["number"]) * _UNIT_SECONDS[match["unit"]]
+        if not low <= seconds <= high:
+            raise ValueError(f"must be between {low:g}s and {high:g}s, got {raw.strip()}")
+        return seconds
+
+    return parse
+
+
+def _choice(*choices: str) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        value = raw.strip().lower()
+        if value not in choices:
+            raise ValueError(f"expected one of {', '.join(choices)}, got {raw!r}")
+        return "warning" if value == "warn" else value
+
+    return parse
+
+
+def parse_listen_address(raw: str) -> ListenAddress:
+    host, sep, port_text = raw.strip().rpartition(":")
+    if not sep:
+        raise ValueError(f"expected host:port or :port, got {raw!r}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        raise ValueError(f"an IPv6 host must be in brackets, got {raw!r}")
+    if any(ch.isspace() or ch in "/@[]" for ch in host):
+        raise ValueError(f"not a valid host in {raw!r}")
+    try:
+        port = int(port_text)
+    except ValueError:
+        raise ValueError(f"port must be a number, got {port_text!r}") from None
+    if not 0 <= port <= 65535:
+        raise ValueError(f"port must be between 0 and 65535, got {port}")
+    return ListenAddress(host, port)
+
+
+def parse_path(raw: str) -> str:
+    value = raw.strip()
+    if not value.startswith("/") or len(value) < 2 or any(ch in value for ch in "?# \t"):
+        raise ValueError(f"expected an absolute URL path such as /metrics, got {raw!r}")
+    return value
+
+
+def parse_schema(raw: str) -> str:
+    if not _IDENTIFIER.match(raw):
+        raise ValueError(
+            "expected a lowercase PostgreSQL identifier (letters, digits, underscore; "
+            f"at most 63 characters), got {raw!r}"
+        )
+    return raw
+
+
+def parse_connection_string(raw: str) -> str:
+    value = raw.strip()
+    if not value:
+        raise ValueError("is empty")
+    if "://" in value and not value.startswith(("postgresql://", "postgres://")):
+        raise ValueError("a URL must start with postgresql:// or postgres://")
+    try:
+        params = conninfo_to_dict(value)
+    except Exception:
+        # The driver's message may quote the string, password included.
+        raise ValueError("is not a valid PostgreSQL URL or key=value connection string") from None
+    register_secret(str(params.get("password") or ""))
+    return value
+
+
+def parse_prepare_threshold(raw: str) -> int | None:
+    if raw.strip().lower() in {"none", "off", "disabled"}:
+        return None
+    return integer_in(0, 1_000_000)(raw)
+
+
+def parse_data_dir(raw: str) -> Path:
+    if not raw.strip():
+        raise ValueError("is empty")
+    path = Path(raw).expanduser()
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{path} exists and is not a directory")
+    return path.absolute()
+
+
+def parse_application_name(raw: str) -> str:
+    # PostgreSQL truncates application_name at 63 bytes and drops non-ASCII.
+    if not raw or len(raw) > 63 or not raw.isascii() or not raw.isprintable():
+        raise ValueError(f"expected 1 to 63 printable ASCII characters, got {raw!r}")
+    return raw
+
+
+SPECS: tuple[Spec, ...] = (
+    Spec(
+        "use_postgres_saver",
+        "USE_POSTGRES_SAVER",
+        "--use-postgres-saver",
+        parse_bool,
+        "true",
+        "Feature flag: persist checkpoints in PostgreSQL (`false` selects the in-memory saver).",
+    ),
+    Spec(
+        "postgres_connection_string",
+        "POSTGRES_CONNECTION_STRING",
+        None,
+        parse_connection_string,
+        "(embedded)",
+        "PostgreSQL URL or conninfo. Unset: the exporter starts its own PostgreSQL. "
+        "Environment only, so the password never shows in the process list.",
+    ),
+    Spec(
+        "postgres_schema",
+        "POSTGRES_SCHEMA",
+        "--postgres.schema",
+        parse_schema,
+        DEFAULT_SCHEMA,
+        "Schema holding the checkpoint tables.",
+    ),
+    Spec(
+        "listen_address",
+        f"{PREFIX}WEB_LISTEN_ADDRESS",
+        "--web.listen-address",
+        parse_listen_address,
+        f":{DEFAULT_PORT}",
+        "Address the HTTP server listens on.",
+    ),
+    Spec(
+        "telemetry_path",
+        f"{PREFIX}WEB_TELEMETRY_PATH",
+        "--web.telemetry-path",
+        parse_path,
+        "/metrics",
+        "Path under which metrics are served.",
+    ),
+    Spec(
+        "log_level",
+        f"{PREFIX}LOG_LEVEL",
+        "--log.level",
+        _choice("debug", "info", "warn", "warning", "error"),
+        "info",
+        "Lowest log level emitted.",
+    ),
+    Spec(
+        "log_format",
+        f"{PREFIX}LOG_FORMAT",
+        "--log.format",
+        _choice("auto", "json", "console"),
+        "auto",
+        "`json` (one event per line), `console`, or `auto`: JSON unless on a terminal.",
+    ),
+    Spec(
+        "data_dir",
+        f"{PREFIX}DATA_DIR",
+        "--embedded.data-dir",
+        parse_data_dir,
+        "~/.local/share/checkpoint-exporter/pgdata",
+        "Data directory of the embedded PostgreSQL (kept across restarts).",
+    ),
+    Spec(
+        "pool_min_size",
+        f"{PREFIX}POOL_MIN_SIZE",
+        "--pool.min-size",
+        integer_in(0, 1000),
+        "1",
+        "Connections the checkpointer pool keeps open.",
+    ),
+    Spec(
+        "pool_max_size",
+        f"{PREFIX}POOL_MAX_SIZE",
+        "--pool.max-size",
+        integer_in(1, 1000),
+        "10",
+        "Most connections the checkpointer pool opens.",
+    ),
+    Spec(
+        "pool_timeout",
+        f"{PREFIX}POOL_TIMEOUT",
+        "--pool.timeout",
+        duration_in(0.1, 3600),
+        "30s",
+        "How long a checkpointer operation waits for a pooled connection.",
+    ),
+    Spec(
+        "prepare_threshold",
+        f"{PREFIX}PREPARE_THRESHOLD",
+        "--pool.prepare-threshold",
+        parse_prepare_threshold,
+        "0",
+        "psycopg prepare_threshold for checkpointer connections; `none` for PgBouncer "
+        "in transaction mode.",
+    ),
+    Spec(
+        "application_name",
+        f"{PREFIX}APPLICATION_NAME",
+        "--pool.application-name",
+        parse_application_name,
+        "langgraph-checkpointer",
+        "application_name of checkpointer connections, as seen in pg_stat_activity.",
+    ),
+    Spec(
+        "fallback_to_memory",
+        f"{PREFIX}FALLBACK_TO_MEMORY",
+        "--fallback-to-memory",
+        parse_bool,
+        "false",
+        "If PostgreSQL is unreachable at start, use the in-memory saver instead of failing "
+        "(health reports `degraded`).",
+    ),
+    Spec(
+        "connect_timeout",
+        f"{PREFIX}CONNECT_TIMEOUT",
+        "--postgres.connect-timeout",
+        duration_in(0.1, 600),
+        "5s",
+        "Timeout for opening a database connection.",
+    ),
+    Spec(
+        "collector_timeout",
+        f"{PREFIX}COLLECTOR_TIMEOUT",
+        "--collector.timeout",
+        duration_in(0.05, 600),
+        "5s",
+        "Deadline of each collector in a scrape; also the exporter's statement_timeout.",
+    ),
+    Spec(
+        "exporter_pool_size",
+        f"{PREFIX}EXPORTER_POOL_SIZE",
+        "--exporter.pool-size",
+        integer_in(1, 20),
+        "2",
+        "Connections the exporter itself may use for its queries.",
+    ),
+)

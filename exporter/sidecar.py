@@ -1,0 +1,171 @@
+"""The sidecar: the exporter's HTTP surface, run in an application's event loop or alone."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from types import TracebackType
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import REGISTRY, CollectorRegistry
+from prometheus_client.metrics_core import Metric
+from psycopg_pool import AsyncConnectionPool
+
+from exporter import collectors as collector_registry
+from exporter.checkpointer.backend import MEMORY, POSTGRES, Backend
+from exporter.checkpointer.instrumented import InstrumentedSaver
+from exporter.collectors.base import Collector, ScrapeContext
+from exporter.database import Ping, exporter_pool, ping
+from exporter.health import HealthInputs, health_document
+from exporter.log import get_logger
+from exporter.redact import redact
+from exporter.scrape import run_collectors, status_families
+from exporter.settings import Settings
+from exporter.version import LANGGRAPH_CHECKPOINT_VERSION, PYTHON_VERSION, VERSION
+
+log = get_logger("sidecar")
+
+VERSIONS = {
+    "version": VERSION,
+    "langgraph_checkpoint_version": LANGGRAPH_CHECKPOINT_VERSION,
+    "python_version": PYTHON_VERSION,
+}
+
+
+class Sidecar:
+    """Serves ``/metrics`` and the health endpoints for one checkpointer.
+
+    In an application, pass the instrumented saver from ``build_checkpointer``:
+    the sidecar then reports its pool and last error, and shares its registry.
+    Standalone (``checkpoint-exporter serve``), pass no saver: the sidecar
+    watches the database named by the settings. ``start()`` binds the listen
+    address; ``stop()`` releases everything. Use as ``async with``.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        checkpointer: InstrumentedSaver | None = None,
+        registry: CollectorRegistry | None = None,
+        collectors: Sequence[Collector] = collector_registry.ALL,
+    ) -> None:
+        self.settings = settings
+        self.checkpointer = checkpointer
+        self.registry = REGISTRY if registry is None else registry
+        self.collectors = tuple(collectors)
+        self.backend = self._backend()
+        conninfo = self.backend.connection_string
+        self._database = exporter_pool(conninfo, settings) if conninfo else None
+        self._runner: web.AppRunner | None = None
+        self._site: web.TCPSite | None = None
+
+    def _backend(self) -> Backend:
+        if self.checkpointer is not None and self.checkpointer.backend is not None:
+            return self.checkpointer.backend
+        settings = self.settings
+        if settings.use_postgres_saver:
+            return Backend(POSTGRES, settings.postgres_schema, settings.postgres_connection_string)
+        return Backend(MEMORY, settings.postgres_schema)
+
+    @property
+    def saver_name(self) -> str | None:
+        return self.checkpointer.saver_name if self.checkpointer is not None else None
+
+    def context(self) -> ScrapeContext:
+        pools: dict[str, AsyncConnectionPool[Any]] = {}
+        if self.backend.pool is not None:
+            pools["checkpointer"] = self.backend.pool
+        if self._database is not None:
+            pools["exporter"] = self._database
+        return ScrapeContext(self.settings, self._database, self.checkpointer, pools)
+
+    async def ping(self) -> Ping | None:
+        """Ask the database for a sign of life; None when no database is configured."""
+        if self._database is None:
+            return None
+        return await ping(self._database, self.settings.collector_timeout)
+
+    async def scrape(self) -> list[Metric]:
+        """Everything a scrape adds to the registry's own metrics, gathered concurrently."""
+        answer, families = await asyncio.gather(
+            self.ping(),
+            run_collectors(self.collectors, self.context(), self.settings.collector_timeout),
+        )
+        status = status_families(
+            up=answer is None or answer.ok,
+            checkpointer=self.backend.checkpointer,
+            saver=self.saver_name,
+            schema=self.backend.schema,
+            fallback=self.backend.fallback_reason is not None,
+            versions=VERSIONS,
+        )
+        return [*status, *families]
+
+    async def health(self) -> tuple[dict[str, Any], int]:
+        """The health document and its HTTP status."""
+        pool = self.backend.pool
+        inputs = HealthInputs(
+            backend=self.backend,
+            saver=self.saver_name,
+            ping=await self.ping(),
+            pool_stats=pool.get_stats() if pool is not None else None,
+            last_error=self.checkpointer.last_error if self.checkpointer is not None else None,
+        )
+        return health_document(inputs)
+
+    @property
+    def port(self) -> int:
+        """The port actually bound (useful with port 0)."""
+        if self._site is None or self._site._server is None:
+            raise RuntimeError("the sidecar is not started")
+        sockets = getattr(self._site._server, "sockets", None) or []
+        return int(sockets[0].getsockname()[1])
+
+    @property
+    def url(self) -> str:
+        host = self.settings.listen_address.host or "127.0.0.1"
+        host = f"[{host}]" if ":" in host else host
+        return f"http://{host}:{self.port}"
+
+    async def start(self) -> None:
+        """Open the exporter's pool (without waiting for the database) and bind the address."""
+        from exporter.server import create_app
+
+        if self._database is not None:
+            # wait=False: an unreachable database must not keep the sidecar from serving.
+            await self._database.open(wait=False)
+        self._runner = web.AppRunner(create_app(self), access_log=None, handle_signals=False)
+        await self._runner.setup()
+        address = self.settings.listen_address
+        self._site = web.TCPSite(self._runner, address.host or None, address.port)
+        await self._site.start()
+        log.info(
+            "sidecar_started",
+            url=self.url,
+            telemetry_path=self.settings.telemetry_path,
+            checkpointer=self.backend.checkpointer,
+            connection_string=redact(self.backend.connection_string or ""),
+        )
+
+    async def stop(self) -> None:
+        """Stop serving and close the exporter's pool; safe to call twice."""
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = self._site = None
+        if self._database is not None:
+            await self._database.close()
+        log.info("sidecar_stopped")
+
+    async def __aenter__(self) -> Sidecar:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()

@@ -1,0 +1,22 @@
+"""Every SQL statement the exporter runs, as named constants: no I/O here."""
+
+from __future__ import annotations
+
+from psycopg import sql
+
+PING = "SELECT 1"
+
+SERVER_VERSION = "SELECT current_setting('server_version') AS version"
+
+SCHEMA_EXISTS = "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = %s) AS exists"
+
+# Serialises `setup()` across replicas starting at once: LangGraph's migrations
+# are not safe to run concurrently. The key is arbitrary but fixed.
+SETUP_LOCK_KEY = 0x6C67_6370  # "lgcp"
+ACQUIRE_SETUP_LOCK = "SELECT pg_advisory_lock(%s, hashtext(%s))"
+RELEASE_SETUP_LOCK = "SELECT pg_advisory_unlock(%s, hashtext(%s))"
+
+
+def create_schema(schema: str) -> sql.Composed:
+    """``CREATE SCHEMA`` with the name quoted as an identifier."""
+    return sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema))
