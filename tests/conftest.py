@@ -46,5 +46,8 @@ def settings(dsn: str, tmp_path: Path) -> Settings:
 
 @pytest.fixture
 def memory_settings(tmp_path: Path) -> Settings:
-    return Settings(use_postgres_saver=False, listen_address=ListenAddress("127.0.0.1", 0),
-                    data_dir=tmp_path / "pgdata")
+    return Settings(
+        use_postgres_saver=False,
+        listen_address=ListenAddress("127.0.0.1", 0),
+        data_dir=tmp_path / "pgdata",
+    )
