@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -18,7 +19,14 @@ from exporter.embedded import EmbeddedDatabaseError
 from exporter.loadtest import LoadtestOptions, render, run_loadtest
 from exporter.log import configure_logging, get_logger
 from exporter.redact import redact
-from exporter.settings import SPECS, Settings, SettingsError, duration_in, integer_in
+from exporter.settings import (
+    SPECS,
+    Settings,
+    SettingsError,
+    duration_in,
+    integer_in,
+    register_environment_secrets,
+)
 from exporter.sidecar import Sidecar
 from exporter.version import VERSION
 
@@ -100,6 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def parse(argv: Sequence[str]) -> tuple[str, Settings, argparse.Namespace]:
     """Parse ``argv`` (``serve`` when no command is named); raise UsageError or SettingsError."""
+    register_environment_secrets(os.environ)  # argparse errors may echo any argument
     args = list(argv)
     if not args or (args[0].startswith("-") and args[0] not in ("-h", "--help", "--version")):
         args.insert(0, "serve")
@@ -144,7 +153,9 @@ async def loadtest(settings: Settings, namespace: argparse.Namespace, serve_too:
 
 
 def _fail(message: str, status: int) -> int:
-    print(f"{PROG}: error: {redact(message)}", file=sys.stderr)
+    # One line, whatever the message quotes (argparse echoes arguments verbatim).
+    line = " ".join(redact(message).splitlines())
+    print(f"{PROG}: error: {line}", file=sys.stderr)
     return status
 
 

@@ -27,7 +27,10 @@ def _redact_values(value: Any) -> Any:
         return {key: _redact_values(item) for key, item in value.items()}
     if isinstance(value, list | tuple):
         return [_redact_values(item) for item in value]
-    return value
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    # Anything else (an exception, say) is rendered by repr() after this processor.
+    return redact(repr(value))
 
 
 def redact_event(_: Any, __: str, event_dict: EventDict) -> EventDict:

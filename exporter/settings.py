@@ -25,6 +25,7 @@ DEFAULT_PORT = 9877
 # Unquoted PostgreSQL identifiers only: the schema also goes into a libpq
 # `options` string, where anything needing quotes would need escaping twice.
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+_INTEGER = re.compile(r"^[+-]?[0-9]+$")
 _DURATION = re.compile(r"^(?P<number>\d+(?:\.\d+)?)(?P<unit>ms|s|m)?$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, None: 1.0}
 
@@ -84,7 +85,7 @@ class Settings:
         """
         environ = os.environ if environ is None else environ
         flags = flags or {}
-        register_secret(environ.get("POSTGRES_PASSWORD"))
+        register_environment_secrets(environ)
         values: dict[str, Any] = {}
         for spec in SPECS:
             raw = flags.get(spec.field)
@@ -146,6 +147,16 @@ def _spec(name: str) -> Spec:
     return next(spec for spec in SPECS if spec.field == name)
 
 
+def register_environment_secrets(environ: Mapping[str, str]) -> None:
+    """Mask the passwords the environment holds, before any message can quote them."""
+    register_secret(environ.get("POSTGRES_PASSWORD"))
+    try:
+        params = conninfo_to_dict(environ.get("POSTGRES_CONNECTION_STRING", "").strip())
+    except Exception:
+        return  # Reported, without the string, when the setting is parsed.
+    register_secret(str(params.get("password") or ""))
+
+
 def parse_bool(raw: str) -> bool:
     value = raw.strip().lower()
     if value in {"1", "true", "yes", "on"}:
@@ -157,10 +168,9 @@ def parse_bool(raw: str) -> bool:
 
 def integer_in(low: int, high: int) -> Callable[[str], int]:
     def parse(raw: str) -> int:
-        try:
-            value = int(raw.strip())
-        except ValueError:
-            raise ValueError(f"expected a whole number, got {raw!r}") from None
+        if not _INTEGER.match(raw.strip()):
+            raise ValueError(f"expected a whole number, got {raw!r}")
+        value = int(raw.strip())
         if not low <= value <= high:
             raise ValueError(f"must be between {low} and {high}, got {value}")
         return value
@@ -201,10 +211,9 @@ def parse_listen_address(raw: str) -> ListenAddress:
         raise ValueError(f"an IPv6 host must be in brackets, got {raw!r}")
     if any(ch.isspace() or ch in "/@[]" for ch in host):
         raise ValueError(f"not a valid host in {raw!r}")
-    try:
-        port = int(port_text)
-    except ValueError:
-        raise ValueError(f"port must be a number, got {port_text!r}") from None
+    if not (port_text.isascii() and port_text.isdigit()):
+        raise ValueError(f"port must be a number, got {port_text!r}")
+    port = int(port_text)
     if not 0 <= port <= 65535:
         raise ValueError(f"port must be between 0 and 65535, got {port}")
     return ListenAddress(host, port)
@@ -238,6 +247,10 @@ def parse_connection_string(raw: str) -> str:
         # The driver's message may quote the string, password included.
         raise ValueError("is not a valid PostgreSQL URL or key=value connection string") from None
     register_secret(str(params.get("password") or ""))
+    # libpq only checks the port when connecting; several hosts mean several ports.
+    for port in str(params.get("port") or "").split(","):
+        if port and not (port.isascii() and port.isdigit() and 1 <= int(port) <= 65535):
+            raise ValueError(f"port must be a number between 1 and 65535, got {port!r}")
     return value
 
 
@@ -253,6 +266,10 @@ def parse_data_dir(raw: str) -> Path:
     path = Path(raw).expanduser()
     if path.exists() and not path.is_dir():
         raise ValueError(f"{path} exists and is not a directory")
+    # exists() is False under a regular file too; such a directory can never be created.
+    existing = next((p for p in path.absolute().parents if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise ValueError(f"{existing} is not a directory")
     return path.absolute()
 
 

@@ -11,9 +11,11 @@ SERVER_VERSION = "SELECT current_setting('server_version') AS version"
 SCHEMA_EXISTS = "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = %s) AS exists"
 
 # Serialises `setup()` across replicas starting at once: LangGraph's migrations
-# are not safe to run concurrently. The key is arbitrary but fixed.
+# are not safe to run concurrently. The key is arbitrary but fixed. Waiters poll
+# with the try- form: a session blocked inside pg_advisory_lock() would hold a
+# snapshot that the migrations' CREATE INDEX CONCURRENTLY waits for (deadlock).
 SETUP_LOCK_KEY = 0x6C67_6370  # "lgcp"
-ACQUIRE_SETUP_LOCK = "SELECT pg_advisory_lock(%s, hashtext(%s))"
+TRY_SETUP_LOCK = "SELECT pg_try_advisory_lock(%s, hashtext(%s)) AS acquired"
 RELEASE_SETUP_LOCK = "SELECT pg_advisory_unlock(%s, hashtext(%s))"
 
 

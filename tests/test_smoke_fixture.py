@@ -8,6 +8,7 @@ def test_each_test_gets_its_own_database(dsn: str, admin_dsn: str) -> None:
     with psycopg.connect(dsn) as conn, psycopg.connect(admin_dsn) as admin:
         mine = conn.execute("SELECT current_database()").fetchone()
         theirs = admin.execute("SELECT current_database()").fetchone()
-    assert mine is not None and theirs is not None
+    assert mine is not None
+    assert theirs is not None
     assert mine[0].startswith("test_")
     assert mine[0] != theirs[0]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
@@ -25,9 +27,24 @@ from exporter.settings import Settings
 
 log = get_logger("checkpointer")
 
+# Another replica holds the setup lock while it migrates: poll, and say so every 10 s.
+SETUP_LOCK_POLL = 0.1
+SETUP_LOCK_LOG_EVERY = 100
+
 
 class CheckpointerUnavailableError(RuntimeError):
     """PostgreSQL was requested but could not be reached or prepared at start."""
+
+
+async def _acquire_setup_lock(conn: AsyncConnection[DictRow], schema: str) -> None:
+    for attempt in itertools.count():
+        cursor = await conn.execute(sql.TRY_SETUP_LOCK, (sql.SETUP_LOCK_KEY, schema))
+        row = await cursor.fetchone()
+        if row and row["acquired"]:
+            return
+        if attempt % SETUP_LOCK_LOG_EVERY == 0:
+            log.info("waiting_for_setup_lock", schema=schema, attempts=attempt + 1)
+        await asyncio.sleep(SETUP_LOCK_POLL)
 
 
 async def prepare_schema(conninfo: str, settings: Settings) -> None:
@@ -39,7 +56,7 @@ async def prepare_schema(conninfo: str, settings: Settings) -> None:
     kwargs = checkpointer_connect_kwargs(conninfo, settings)
     schema = settings.postgres_schema
     async with await AsyncConnection.connect(conninfo, **kwargs) as conn:
-        await conn.execute(sql.ACQUIRE_SETUP_LOCK, (sql.SETUP_LOCK_KEY, schema))
+        await _acquire_setup_lock(conn, schema)
         try:
             cursor = await conn.execute(sql.SCHEMA_EXISTS, (schema,))
             row = await cursor.fetchone()
