@@ -17,28 +17,34 @@ HEALTH_PATH = "/api/health/checkpointer"
 SIDECAR_KEY = web.AppKey("sidecar", Sidecar)
 
 
-class _Exposition(CollectorRegistry):
-    """One scrape's view: the long-lived registry plus the families collected just now.
+class _Families:
+    """The families one scrape collected, as a collector."""
 
-    Built per request, so concurrent scrapes never see each other's results;
-    being a registry, it keeps prometheus_client's ``name[]`` filtering.
-    """
-
-    def __init__(self, registry: CollectorRegistry, families: Iterable[Metric]) -> None:
-        super().__init__(auto_describe=False)
-        self._registry = registry
+    def __init__(self, families: Iterable[Metric]) -> None:
         self._families = list(families)
 
     def collect(self) -> Iterator[Metric]:
-        yield from self._registry.collect()
-        yield from self._families
+        return iter(self._families)
+
+
+def exposition(registry: CollectorRegistry, families: Iterable[Metric]) -> CollectorRegistry:
+    """One scrape's view: the long-lived registry plus the families collected just now.
+
+    Built per request, so concurrent scrapes never see each other's results.
+    Both are registered without names, which prometheus_client's ``name[]``
+    filtering then narrows family by family.
+    """
+    view = CollectorRegistry(support_collectors_without_names=True)
+    view.register(registry)
+    view.register(_Families(families))
+    return view
 
 
 async def metrics(request: web.Request) -> web.StreamResponse:
     sidecar = request.app[SIDECAR_KEY]
-    exposition = _Exposition(sidecar.registry, await sidecar.scrape())
+    view = exposition(sidecar.registry, await sidecar.scrape())
     # The handler negotiates OpenMetrics, gzip and name[] filtering.
-    return await make_aiohttp_handler(exposition)(request)
+    return await make_aiohttp_handler(view)(request)
 
 
 async def health(request: web.Request) -> web.Response:
