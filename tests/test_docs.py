@@ -1,0 +1,88 @@
+"""The README's configuration table and metrics reference stay true to the code."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from exporter import Sidecar, build_checkpointer
+from exporter.collectors import pool
+from exporter.server import exposition
+from exporter.settings import SPECS, Settings
+from exporter.workload import compile_workflow, initial_state
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+ROW = re.compile(r"^\| `(?P<first>[^`]+)` \|(?P<rest>.*)\|$")
+
+
+def table_rows(prefix: str) -> list[list[str]]:
+    """Cells of README table rows whose first cell is a code span starting with ``prefix``."""
+    rows = []
+    for line in README.read_text().splitlines():
+        match = ROW.match(line)
+        if match and match["first"].startswith(prefix):
+            rest = [cell.strip() for cell in match["rest"].split("|")]
+            rows.append([match["first"], *rest])
+    return rows
+
+
+def test_configuration_table_matches_the_settings() -> None:
+    """Every setting appears once, in order, with its variable, flag, default and help."""
+    documented = [row for row in table_rows("") if row[0] in {s.env for s in SPECS}]
+    expected = [[s.env, f"`{s.flag}`" if s.flag else "—", f"`{s.default}`", s.help] for s in SPECS]
+    assert documented == expected
+
+
+def exposed_name(family: Any) -> str:
+    suffix = {"counter": "_total", "info": "_info"}.get(family.type, "")
+    return str(family.name) + suffix
+
+
+@pytest.fixture
+async def exposed(settings: Settings) -> dict[str, tuple[str, set[str]]]:
+    """Every family a real in-process sidecar exposes after a workload, with type and labels."""
+    registry = CollectorRegistry()
+    async with build_checkpointer(settings, registry=registry) as saver:
+        sidecar = Sidecar(settings, checkpointer=saver, registry=registry)
+        graph = compile_workflow(saver, think_time=0, state_kb=1)
+        await graph.ainvoke(initial_state("docs"), {"configurable": {"thread_id": "docs"}})
+        with pytest.raises(KeyError):  # an error, so the error counter has a sample
+            await saver.aput_writes({"configurable": {"thread_id": "x"}}, [("a", 1)], "task")
+        try:
+            await sidecar._database.open(wait=True)  # type: ignore[union-attr]
+            text = generate_latest(exposition(registry, await sidecar.scrape())).decode()
+        finally:
+            await sidecar.stop()
+    families = {}
+    for family in text_string_to_metric_families(text):
+        if family.name.endswith("_created"):
+            continue
+        labels = {k for s in family.samples for k in s.labels if k not in {"le"}}
+        families[exposed_name(family)] = (family.type, labels)
+    return families
+
+
+async def test_metrics_reference_matches_a_real_scrape(
+    exposed: dict[str, tuple[str, set[str]]],
+) -> None:
+    """The README lists exactly the metrics a real scrape exposes, with types and labels."""
+    documented = {
+        row[0]: (row[1], {label.strip() for label in row[2].split(",") if label.strip()})
+        for row in table_rows("langgraph_checkpointer_")
+    }
+    assert set(documented) == set(exposed)
+    for name, (kind, labels) in exposed.items():
+        documented_kind = "gauge" if kind == "info" else kind
+        assert documented[name] == (documented_kind, labels), name
+
+
+def test_pool_collector_docstring_lists_its_metrics() -> None:
+    """The pool collector's docstring shows each metric it produces, and only those."""
+    shown = set(re.findall(r"^\s+(langgraph_checkpointer_pool_\w+)\{", pool.__doc__ or "", re.M))
+    produced = {exposed_name(f) for f in pool.pool_families({"checkpointer": {}})}
+    assert shown == produced
