@@ -118,10 +118,9 @@ class Sidecar:
     @property
     def port(self) -> int:
         """The port actually bound (useful with port 0)."""
-        if self._site is None or self._site._server is None:
+        if self._runner is None or not self._runner.addresses:
             raise RuntimeError("the sidecar is not started")
-        sockets = getattr(self._site._server, "sockets", None) or []
-        return int(sockets[0].getsockname()[1])
+        return int(self._runner.addresses[0][1])
 
     @property
     def url(self) -> str:

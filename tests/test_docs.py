@@ -47,17 +47,15 @@ def exposed_name(family: Any) -> str:
 async def exposed(settings: Settings) -> dict[str, tuple[str, set[str]]]:
     """Every family a real in-process sidecar exposes after a workload, with type and labels."""
     registry = CollectorRegistry()
-    async with build_checkpointer(settings, registry=registry) as saver:
-        sidecar = Sidecar(settings, checkpointer=saver, registry=registry)
+    async with (
+        build_checkpointer(settings, registry=registry) as saver,
+        Sidecar(settings, checkpointer=saver, registry=registry) as sidecar,
+    ):
         graph = compile_workflow(saver, think_time=0, state_kb=1)
         await graph.ainvoke(initial_state("docs"), {"configurable": {"thread_id": "docs"}})
         with pytest.raises(KeyError):  # an error, so the error counter has a sample
             await saver.aput_writes({"configurable": {"thread_id": "x"}}, [("a", 1)], "task")
-        try:
-            await sidecar._database.open(wait=True)  # type: ignore[union-attr]
-            text = generate_latest(exposition(registry, await sidecar.scrape())).decode()
-        finally:
-            await sidecar.stop()
+        text = generate_latest(exposition(registry, await sidecar.scrape())).decode()
     families = {}
     for family in text_string_to_metric_families(text):
         if family.name.endswith("_created"):
