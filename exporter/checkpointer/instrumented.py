@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import Enum
 from time import perf_counter
+from types import TracebackType
 from typing import Any, Final
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
@@ -173,53 +174,85 @@ class InstrumentedSaver(BaseCheckpointSaver[Any]):
     def __repr__(self) -> str:
         return f"<instrumented {self._inner!r}>"
 
-    def _finish(
-        self,
-        call: Call,
-        seconds: float,
-        exc: BaseException | None,
-        args: tuple[Any, ...],
-        kwargs: Mapping[str, Any],
-    ) -> None:
+    def _finish(self, timing: Timing) -> None:
+        call, exc = timing.call, timing.error
         probe = call.probe
         probe.in_flight.dec()
         probe.total.inc()
-        thread_id = _thread_id(args, kwargs)
+        thread_id = _thread_id(timing.args, timing.kwargs)
         if thread_id is not None and len(thread_id) <= _MAX_EXEMPLAR_THREAD_ID:
-            probe.duration.observe(seconds, {"thread_id": thread_id})
+            probe.duration.observe(timing.spent, {"thread_id": thread_id})
         else:
-            probe.duration.observe(seconds)
+            probe.duration.observe(timing.spent)
         error = None
         if exc is not None:
             error = type(exc).__name__
             probe.error_counter(error).inc()
-            record = ErrorRecord(probe.operation, error, redact(str(exc))[:500], datetime.now(UTC))
+            message = redact(str(exc))[:500]
             with self._error_lock:
-                self._last_error = record
+                self._last_error = ErrorRecord(probe.operation, error, message, datetime.now(UTC))
         elif call.payload:
             probe.payload.observe(call.payload)
         if self._observer is not None:
             self._observer(
-                Observation(probe.operation, seconds, call.lock_wait, call.payload, error)
+                Observation(probe.operation, timing.spent, call.lock_wait, call.payload, error)
             )
+
+
+class Timing:
+    """The one timing helper, for sync and async code alike (``with`` wraps an ``await``).
+
+    Each ``with`` block adds its time to ``spent`` and exposes the call to the
+    saver's lock and serializer. A single call finishes on leaving its block;
+    an iterator enters once per step, so a consumer pausing between items is
+    not counted, and calls :meth:`finish` when iteration ends.
+    """
+
+    __slots__ = ("_saver", "_started", "_token", "args", "call", "error", "kwargs", "once", "spent")
+
+    def __init__(
+        self,
+        saver: InstrumentedSaver,
+        operation: str,
+        args: tuple[Any, ...],
+        kwargs: Mapping[str, Any],
+        *,
+        once: bool = True,
+    ) -> None:
+        self._saver = saver
+        self.call = Call(saver._probes[operation])
+        self.call.probe.in_flight.inc()
+        self.args, self.kwargs, self.once = args, kwargs, once
+        self.spent = 0.0
+        self.error: BaseException | None = None
+
+    def __enter__(self) -> Timing:
+        self._token = current_call.set(self.call)
+        self._started = perf_counter()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.spent += perf_counter() - self._started
+        current_call.reset(self._token)
+        if exc is not None:
+            self.error = exc
+        if self.once:
+            self.finish()
+
+    def finish(self) -> None:
+        self._saver._finish(self)
 
 
 def _timed_sync(name: str, operation: str, fn: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(fn)
     def method(self: InstrumentedSaver, *args: Any, **kwargs: Any) -> Any:
-        call = Call(self._probes[operation])
-        call.probe.in_flight.inc()
-        token = current_call.set(call)
-        started = perf_counter()
-        try:
-            result = getattr(self._inner, name)(*args, **kwargs)
-        except BaseException as exc:
-            self._finish(call, perf_counter() - started, exc, args, kwargs)
-            raise
-        finally:
-            current_call.reset(token)
-        self._finish(call, perf_counter() - started, None, args, kwargs)
-        return result
+        with Timing(self, operation, args, kwargs):
+            return getattr(self._inner, name)(*args, **kwargs)
 
     return method
 
@@ -227,94 +260,64 @@ def _timed_sync(name: str, operation: str, fn: Callable[..., Any]) -> Callable[.
 def _timed_async(name: str, operation: str, fn: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(fn)
     async def method(self: InstrumentedSaver, *args: Any, **kwargs: Any) -> Any:
-        call = Call(self._probes[operation])
-        call.probe.in_flight.inc()
-        token = current_call.set(call)
-        started = perf_counter()
-        try:
-            result = await getattr(self._inner, name)(*args, **kwargs)
-        except BaseException as exc:
-            self._finish(call, perf_counter() - started, exc, args, kwargs)
-            raise
-        finally:
-            current_call.reset(token)
-        self._finish(call, perf_counter() - started, None, args, kwargs)
-        return result
+        with Timing(self, operation, args, kwargs):
+            return await getattr(self._inner, name)(*args, **kwargs)
 
     return method
 
 
 def _timed_iterator(name: str, operation: str, fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Time only the inner iterator's own steps, so a consumer that pauses or stops
-    early neither inflates nor loses the figure; it is recorded when iteration ends."""
+    """Time only the inner iterator's own steps; record when iteration ends, however it ends."""
 
     @functools.wraps(fn)
     def method(self: InstrumentedSaver, *args: Any, **kwargs: Any) -> Iterator[Any]:
-        call = Call(self._probes[operation])
-        call.probe.in_flight.inc()
-        spent, error = 0.0, None
+        timing = Timing(self, operation, args, kwargs, once=False)
         iterator: Iterator[Any] | None = None
         try:
             while True:
-                token = current_call.set(call)
-                started = perf_counter()
-                try:
+                with timing:
                     if iterator is None:
                         iterator = iter(getattr(self._inner, name)(*args, **kwargs))
-                    item = next(iterator)
-                except StopIteration:
-                    break
-                except BaseException as exc:
-                    error = exc
-                    raise
-                finally:
-                    spent += perf_counter() - started
-                    current_call.reset(token)
+                    item = next(iterator, _DONE)
+                if item is _DONE:
+                    return
                 yield item
         finally:
             close = getattr(iterator, "close", None)
             if close is not None:
                 close()
-            self._finish(call, spent, error, args, kwargs)
+            timing.finish()
 
     return method
 
 
 def _timed_async_iterator(name: str, operation: str, fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Async twin of :func:`_timed_iterator`; closing it closes the inner generator at once,
-    which releases the saver's lock the inner generator holds while it yields."""
+    """Async twin of :func:`_timed_iterator`. Closing it closes the inner generator at once,
+    which releases the saver's lock that generator holds while it yields."""
 
     @functools.wraps(fn)
     async def method(self: InstrumentedSaver, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
-        call = Call(self._probes[operation])
-        call.probe.in_flight.inc()
-        spent, error = 0.0, None
+        timing = Timing(self, operation, args, kwargs, once=False)
         iterator: AsyncIterator[Any] | None = None
         try:
             while True:
-                token = current_call.set(call)
-                started = perf_counter()
-                try:
+                with timing:
                     if iterator is None:
                         iterator = aiter(getattr(self._inner, name)(*args, **kwargs))
-                    item = await anext(iterator)
-                except StopAsyncIteration:
-                    break
-                except BaseException as exc:
-                    error = exc
-                    raise
-                finally:
-                    spent += perf_counter() - started
-                    current_call.reset(token)
+                    item = await anext(iterator, _DONE)
+                if item is _DONE:
+                    return
                 yield item
         finally:
             aclose = getattr(iterator, "aclose", None)
             if aclose is not None:
                 await aclose()
-            self._finish(call, spent, error, args, kwargs)
+            timing.finish()
 
     return method
 
+
+_DONE: Final = object()
 
 _FACTORIES: Final = {
     Kind.SYNC: _timed_sync,

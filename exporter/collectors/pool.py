@@ -57,16 +57,12 @@ COUNTERS: Final = {
 def pool_families(stats_by_pool: Mapping[str, Mapping[str, int]]) -> list[Metric]:
     """Turn ``get_stats()`` dictionaries, keyed by pool name, into metric families."""
     families: list[Metric] = []
-    for key, (name, doc, factor) in GAUGES.items():
-        gauge = GaugeMetricFamily(PREFIX + name, doc, labels=["pool"])
-        for pool, stats in stats_by_pool.items():
-            gauge.add_metric([pool], stats.get(key, 0) * factor)
-        families.append(gauge)
-    for key, (name, doc, factor) in COUNTERS.items():
-        counter = CounterMetricFamily(PREFIX + name, doc, labels=["pool"])
-        for pool, stats in stats_by_pool.items():
-            counter.add_metric([pool], stats.get(key, 0) * factor)
-        families.append(counter)
+    for table, family_type in ((GAUGES, GaugeMetricFamily), (COUNTERS, CounterMetricFamily)):
+        for key, (name, doc, factor) in table.items():
+            family = family_type(PREFIX + name, doc, labels=["pool"])
+            for pool, stats in stats_by_pool.items():
+                family.add_metric([pool], stats.get(key, 0) * factor)
+            families.append(family)
     return families
 
 
