@@ -123,7 +123,6 @@ class InstrumentedSaver(BaseCheckpointSaver[Any]):
             if name in type(self).__dict__
         }
         self._last_error: ErrorRecord | None = None
-        self._error_lock = threading.Lock()
         self.backend = None
 
     @property
@@ -189,8 +188,7 @@ class InstrumentedSaver(BaseCheckpointSaver[Any]):
             error = type(exc).__name__
             probe.error_counter(error).inc()
             message = redact(str(exc))[:500]
-            with self._error_lock:
-                self._last_error = ErrorRecord(probe.operation, error, message, datetime.now(UTC))
+            self._last_error = ErrorRecord(probe.operation, error, message, datetime.now(UTC))
         elif call.payload:
             probe.payload.observe(call.payload)
         if self._observer is not None:
