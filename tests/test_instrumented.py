@@ -502,3 +502,32 @@ def test_instrumenting_twice_returns_the_same_proxy(registry: CollectorRegistry)
     """instrument() is idempotent: a proxy is never wrapped in a second proxy."""
     wrapped = instrument(InMemorySaver(), registry)
     assert instrument(wrapped, registry) is wrapped
+
+
+async def test_cancelled_operations_count_as_cancelled(registry: CollectorRegistry) -> None:
+    """A cancelled call is counted once, as error CancelledError, and leaves nothing in flight."""
+    started = asyncio.Event()
+
+    class Slow(InMemorySaver):
+        async def aget_tuple(self, config: Any) -> Any:
+            started.set()
+            await asyncio.sleep(60)
+
+    wrapped = instrument(Slow(), registry)
+    task = asyncio.create_task(wrapped.aget_tuple(config("t")))
+    await started.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    labels = {"operation": "get_tuple", "saver": "Slow"}
+    assert sample(registry, "langgraph_checkpointer_operations_total", **labels) == 1
+    assert (
+        sample(
+            registry,
+            "langgraph_checkpointer_operation_errors_total",
+            error="CancelledError",
+            **labels,
+        )
+        == 1
+    )
+    assert sample(registry, "langgraph_checkpointer_operations_in_flight", **labels) == 0
