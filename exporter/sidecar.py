@@ -129,17 +129,24 @@ class Sidecar:
         return f"http://{host}:{self.port}"
 
     async def start(self) -> None:
-        """Open the exporter's pool (without waiting for the database) and bind the address."""
+        """Open the exporter's pool (without waiting for the database) and bind the address.
+
+        If binding fails, everything opened so far is released before the error propagates.
+        """
         from exporter.server import create_app
 
-        if self._database is not None:
-            # wait=False: an unreachable database must not keep the sidecar from serving.
-            await self._database.open(wait=False)
-        self._runner = web.AppRunner(create_app(self), access_log=None, handle_signals=False)
-        await self._runner.setup()
-        address = self.settings.listen_address
-        self._site = web.TCPSite(self._runner, address.host or None, address.port)
-        await self._site.start()
+        try:
+            if self._database is not None:
+                # wait=False: an unreachable database must not keep the sidecar from serving.
+                await self._database.open(wait=False)
+            self._runner = web.AppRunner(create_app(self), access_log=None, handle_signals=False)
+            await self._runner.setup()
+            address = self.settings.listen_address
+            self._site = web.TCPSite(self._runner, address.host or None, address.port)
+            await self._site.start()
+        except BaseException:
+            await self.stop()
+            raise
         log.info(
             "sidecar_started",
             url=self.url,

@@ -21,7 +21,7 @@ from psycopg.conninfo import conninfo_to_dict
 from exporter import Sidecar, build_checkpointer
 from exporter.collectors.base import ScrapeContext
 from exporter.collectors.pool import PoolCollector
-from exporter.settings import Settings
+from exporter.settings import ListenAddress, Settings
 from tests.graphs import config, review_graph
 from tests.test_factory import closed_port
 
@@ -317,3 +317,14 @@ async def test_concurrent_scrapes_each_get_a_whole_exposition(
             )
             == 1
         )
+
+
+async def test_a_taken_port_fails_start_and_releases_the_pool(settings: Settings) -> None:
+    """Binding a port in use raises OSError, and the exporter's pool is closed again."""
+    async with Sidecar(settings, registry=CollectorRegistry()) as first:
+        taken = settings.replace(listen_address=ListenAddress("127.0.0.1", first.port))
+        second = Sidecar(taken, registry=CollectorRegistry())
+        with pytest.raises(OSError, match="address already in use"):
+            await second.start()
+        assert second.context().database is not None
+        assert second.context().database.closed  # type: ignore[union-attr]
