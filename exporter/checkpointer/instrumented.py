@@ -15,8 +15,6 @@ from collections.abc import AsyncIterator, Callable, Collection, Iterator, Mappi
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import Enum
-from time import perf_counter
-from types import TracebackType
 from typing import Any, Final
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
@@ -24,7 +22,7 @@ from langgraph.checkpoint.serde.base import SerializerProtocol
 from prometheus_client import CollectorRegistry
 
 from exporter.checkpointer.backend import Backend
-from exporter.checkpointer.call import Call, current_call
+from exporter.checkpointer.call import Call
 from exporter.checkpointer.locks import time_lock
 from exporter.checkpointer.metrics import SaverMetrics, saver_metrics
 from exporter.checkpointer.payload import measure_serde
@@ -69,9 +67,6 @@ FORWARDED: Final = ("get_next_version",)
 DELEGATED: Final = ("serde", "config_specs", "with_allowlist")
 CONTEXT_MANAGER_METHODS: Final = ("__enter__", "__exit__", "__aenter__", "__aexit__")
 
-# Exemplar labels are limited to 128 characters; a cut thread id would mislead.
-_MAX_EXEMPLAR_THREAD_ID = 100
-
 
 @dataclass(frozen=True, slots=True)
 class Observation:
@@ -97,14 +92,6 @@ class ErrorRecord:
 Observer = Callable[[Observation], None]
 
 
-def _thread_id(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> str | None:
-    first = args[0] if args else kwargs.get("config", kwargs.get("thread_id"))
-    if isinstance(first, Mapping):
-        value = first.get("configurable", {}).get("thread_id")
-        return value if isinstance(value, str) else None
-    return first if isinstance(first, str) else None
-
-
 class InstrumentedSaver(BaseCheckpointSaver[Any]):
     """Base of the per-type proxies made by :func:`instrument`; never instantiated directly."""
 
@@ -117,12 +104,19 @@ class InstrumentedSaver(BaseCheckpointSaver[Any]):
         self._inner = inner
         self._metrics = metrics
         self._observer = observer
-        self._probes = {
-            operation: metrics.probe(operation, type(inner).__name__)
+        # Every operation the proxy times is exported (as zero) from the start.
+        self._stats = {
+            operation: metrics.stats(operation, type(inner).__name__)
             for name, (operation, _) in TIMED.items()
-            if name in type(self).__dict__
+            if hasattr(type(self), name) and overrides(type(self), name)
         }
         self._last_error: ErrorRecord | None = None
+        # LangGraph calls get_next_version for every channel of every step: bind the inner
+        # saver's method on the instance, so calls skip a frame while the class attribute
+        # (what capability checks look at) stays the proxy's own.
+        for name in FORWARDED:
+            if name in type(self).__dict__:
+                setattr(self, name, getattr(inner, name))
         self.backend = None
 
     @property
@@ -173,83 +167,24 @@ class InstrumentedSaver(BaseCheckpointSaver[Any]):
     def __repr__(self) -> str:
         return f"<instrumented {self._inner!r}>"
 
-    def _finish(self, timing: Timing) -> None:
-        call, exc = timing.call, timing.error
-        probe = call.probe
-        probe.in_flight.dec()
-        probe.total.inc()
-        thread_id = _thread_id(timing.args, timing.kwargs)
-        if thread_id is not None and len(thread_id) <= _MAX_EXEMPLAR_THREAD_ID:
-            probe.duration.observe(timing.spent, {"thread_id": thread_id})
-        else:
-            probe.duration.observe(timing.spent)
-        error = None
+    def _finish(self, call: Call) -> None:
+        stats, exc = call.stats, call.error
+        error = None if exc is None else type(exc).__name__
+        lock_wait = call.lock_wait if call.locked else None
+        stats.record(call.spent, lock_wait, call.payload, error, call.args, call.kwargs, call.ended)
         if exc is not None:
-            error = type(exc).__name__
-            probe.error_counter(error).inc()
             message = redact(str(exc))[:500]
-            self._last_error = ErrorRecord(probe.operation, error, message, datetime.now(UTC))
-        elif call.payload:
-            probe.payload.observe(call.payload)
+            self._last_error = ErrorRecord(stats.operation, error or "", message, datetime.now(UTC))
         if self._observer is not None:
             self._observer(
-                Observation(probe.operation, timing.spent, call.lock_wait, call.payload, error)
+                Observation(stats.operation, call.spent, call.lock_wait, call.payload, error)
             )
-
-
-class Timing:
-    """The one timing helper, for sync and async code alike (``with`` wraps an ``await``).
-
-    Each ``with`` block adds its time to ``spent`` and exposes the call to the
-    saver's lock and serializer. A single call finishes on leaving its block;
-    an iterator enters once per step, so a consumer pausing between items is
-    not counted, and calls :meth:`finish` when iteration ends.
-    """
-
-    __slots__ = ("_saver", "_started", "_token", "args", "call", "error", "kwargs", "once", "spent")
-
-    def __init__(
-        self,
-        saver: InstrumentedSaver,
-        operation: str,
-        args: tuple[Any, ...],
-        kwargs: Mapping[str, Any],
-        *,
-        once: bool = True,
-    ) -> None:
-        self._saver = saver
-        self.call = Call(saver._probes[operation])
-        self.call.probe.in_flight.inc()
-        self.args, self.kwargs, self.once = args, kwargs, once
-        self.spent = 0.0
-        self.error: BaseException | None = None
-
-    def __enter__(self) -> Timing:
-        self._token = current_call.set(self.call)
-        self._started = perf_counter()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.spent += perf_counter() - self._started
-        current_call.reset(self._token)
-        if exc is not None:
-            self.error = exc
-        if self.once:
-            self.finish()
-
-    def finish(self) -> None:
-        self._saver._finish(self)
 
 
 def _timed_sync(name: str, operation: str, fn: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(fn)
     def method(self: InstrumentedSaver, *args: Any, **kwargs: Any) -> Any:
-        with Timing(self, operation, args, kwargs):
+        with Call(self, self._stats[operation], args, kwargs):
             return getattr(self._inner, name)(*args, **kwargs)
 
     return method
@@ -258,7 +193,7 @@ def _timed_sync(name: str, operation: str, fn: Callable[..., Any]) -> Callable[.
 def _timed_async(name: str, operation: str, fn: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(fn)
     async def method(self: InstrumentedSaver, *args: Any, **kwargs: Any) -> Any:
-        with Timing(self, operation, args, kwargs):
+        with Call(self, self._stats[operation], args, kwargs):
             return await getattr(self._inner, name)(*args, **kwargs)
 
     return method
@@ -269,7 +204,7 @@ def _timed_iterator(name: str, operation: str, fn: Callable[..., Any]) -> Callab
 
     @functools.wraps(fn)
     def method(self: InstrumentedSaver, *args: Any, **kwargs: Any) -> Iterator[Any]:
-        timing = Timing(self, operation, args, kwargs, once=False)
+        timing = Call(self, self._stats[operation], args, kwargs, once=False)
         iterator: Iterator[Any] | None = None
         try:
             while True:
@@ -295,7 +230,7 @@ def _timed_async_iterator(name: str, operation: str, fn: Callable[..., Any]) -> 
 
     @functools.wraps(fn)
     async def method(self: InstrumentedSaver, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
-        timing = Timing(self, operation, args, kwargs, once=False)
+        timing = Call(self, self._stats[operation], args, kwargs, once=False)
         iterator: AsyncIterator[Any] | None = None
         try:
             while True:

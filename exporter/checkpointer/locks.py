@@ -11,7 +11,7 @@ import asyncio
 import threading
 from time import perf_counter
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any
 
 from exporter.checkpointer.call import current_call
 from exporter.checkpointer.metrics import OTHER_OPERATION, SaverMetrics
@@ -20,57 +20,71 @@ _THREAD_LOCK_TYPE = type(threading.Lock())
 
 
 class _WaitRecorder:
-    """Attributes a lock wait to the operation in progress (or to ``other``)."""
+    """Gives each wait to the operation in progress, or to ``other`` outside one."""
 
     def __init__(self, metrics: SaverMetrics, saver: str) -> None:
-        self._saver = saver
-        self.waiters = metrics.lock_waiters.labels(saver)
-        self._other = metrics.lock_wait.labels(OTHER_OPERATION, saver)
+        self.saver = saver
+        self._other = metrics.stats(OTHER_OPERATION, saver)
 
     def record(self, waited: float) -> None:
         call = current_call.get()
-        if call is not None and call.probe.saver == self._saver:
-            call.lock_wait += waited
-            call.probe.lock_wait.observe(waited)
+        if call is not None and call.stats.saver == self.saver:
+            call.add_lock_wait(waited)
         else:
-            self._other.observe(waited)
+            self._other.record_lock_wait(waited)
 
 
 class TimedAsyncLock(asyncio.Lock):
-    """An ``asyncio.Lock`` that records each acquisition's wait and the queue length."""
+    """An ``asyncio.Lock`` that records each ``async with`` wait and counts who queues.
+
+    ``__aenter__`` is timed rather than ``acquire``: the saver only takes its lock
+    with ``async with``, and wrapping ``acquire`` would add a coroutine to every
+    operation.
+    """
 
     def __init__(self, metrics: SaverMetrics, saver: str) -> None:
         super().__init__()
+        self.saver = saver
+        self.waiting = 0  # only touched on the event loop's thread
         self._recorder = _WaitRecorder(metrics, saver)
+        metrics.track_lock(self)
 
-    async def acquire(self) -> Literal[True]:
+    async def __aenter__(self) -> None:
         started = perf_counter()
-        self._recorder.waiters.inc()
+        self.waiting += 1
         try:
-            await super().acquire()
+            await self.acquire()
         finally:
-            self._recorder.waiters.dec()
+            self.waiting -= 1
         self._recorder.record(perf_counter() - started)
-        return True
 
 
 class TimedThreadLock:
     """A ``threading.Lock`` stand-in (that type cannot be subclassed) recording waits."""
 
     def __init__(self, metrics: SaverMetrics, saver: str) -> None:
+        self.saver = saver
+        self.waiting = 0
         self._lock = threading.Lock()
+        self._count_lock = threading.Lock()
         self._recorder = _WaitRecorder(metrics, saver)
+        metrics.track_lock(self)
 
     def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
         started = perf_counter()
-        self._recorder.waiters.inc()
-        try:
-            acquired = self._lock.acquire(blocking, timeout)
-        finally:
-            self._recorder.waiters.dec()
-        if acquired:
-            self._recorder.record(perf_counter() - started)
-        return acquired
+        if not self._lock.acquire(False):
+            if not blocking:
+                return False
+            with self._count_lock:
+                self.waiting += 1
+            try:
+                if not self._lock.acquire(True, timeout):
+                    return False
+            finally:
+                with self._count_lock:
+                    self.waiting -= 1
+        self._recorder.record(perf_counter() - started)
+        return True
 
     def release(self) -> None:
         self._lock.release()

@@ -24,16 +24,17 @@ def _measured_class(base: type[Any]) -> type[Any]:
         return measured
     base_dumps = base.dumps_typed
     base_loads = base.loads_typed
+    current = current_call.get  # bound once: this runs for every value serialized
 
     def dumps_typed(self: Any, obj: Any) -> tuple[str, bytes]:
         result: tuple[str, bytes] = base_dumps(self, obj)
-        call = current_call.get()
+        call = current()
         if call is not None:
             call.payload += len(result[1])
         return result
 
     def loads_typed(self: Any, data: tuple[str, bytes]) -> Any:
-        call = current_call.get()
+        call = current()
         if call is not None:
             call.payload += len(data[1])
         return base_loads(self, data)
