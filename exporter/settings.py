@@ -21,6 +21,8 @@ from exporter.redact import register_secret
 PREFIX = "CHECKPOINT_EXPORTER_"
 DEFAULT_SCHEMA = "workflow_checkpoints"
 DEFAULT_PORT = 9877
+# Every collector, by name; `exporter.collectors.ALL` must hold exactly these (a test checks).
+COLLECTORS = ("activity", "migrations", "pool", "statements", "tables")
 
 # Unquoted PostgreSQL identifiers only: the schema also goes into a libpq
 # `options` string, where anything needing quotes would need escaping twice.
@@ -72,6 +74,9 @@ class Settings:
     connect_timeout: float = 5.0
     collector_timeout: float = 5.0
     exporter_pool_size: int = 2
+    collectors: tuple[str, ...] = COLLECTORS
+    leader_election: bool = True
+    tables_interval: float = 60.0
 
     @classmethod
     def load(
@@ -273,6 +278,16 @@ def parse_data_dir(raw: str) -> Path:
     return path.absolute()
 
 
+def parse_collectors(raw: str) -> tuple[str, ...]:
+    names = [name.strip() for name in raw.split(",") if name.strip()]
+    unknown = sorted(set(names) - set(COLLECTORS))
+    if unknown:
+        raise ValueError(
+            f"unknown collector {', '.join(unknown)!s}; known: {', '.join(COLLECTORS)}"
+        )
+    return tuple(name for name in COLLECTORS if name in names)
+
+
 def parse_application_name(raw: str) -> str:
     # PostgreSQL truncates application_name at 63 bytes and drops non-ASCII.
     if not raw or len(raw) > 63 or not raw.isascii() or not raw.isprintable():
@@ -419,5 +434,30 @@ SPECS: tuple[Spec, ...] = (
         integer_in(1, 20),
         "2",
         "Connections the exporter itself may use for its queries.",
+    ),
+    Spec(
+        "collectors",
+        f"{PREFIX}COLLECTORS",
+        "--collectors",
+        parse_collectors,
+        ",".join(COLLECTORS),
+        "Collectors to run, comma-separated (empty: none); unknown names are an error.",
+    ),
+    Spec(
+        "leader_election",
+        f"{PREFIX}LEADER_ELECTION",
+        "--collector.leader-election",
+        parse_bool,
+        "true",
+        "Run database-wide collectors on one sidecar per database at a time, chosen through "
+        "a PostgreSQL advisory lock; `false`: every sidecar collects.",
+    ),
+    Spec(
+        "tables_interval",
+        f"{PREFIX}TABLES_INTERVAL",
+        "--collector.tables.interval",
+        duration_in(1, 86_400),
+        "60s",
+        "Least time between two samplings of checkpoint sizes and ages (cached in between).",
     ),
 )

@@ -49,11 +49,13 @@ class Sidecar:
         *,
         checkpointer: InstrumentedSaver | None = None,
         registry: CollectorRegistry | None = None,
-        collectors: Sequence[Collector] = collector_registry.ALL,
+        collectors: Sequence[Collector] | None = None,
     ) -> None:
         self.settings = settings
         self.checkpointer = checkpointer
         self.registry = REGISTRY if registry is None else registry
+        if collectors is None:
+            collectors = [c for c in collector_registry.ALL if c.name in settings.collectors]
         self.collectors = tuple(collectors)
         self.backend = self._backend()
         conninfo = self.backend.connection_string

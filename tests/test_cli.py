@@ -112,6 +112,15 @@ CASES = [
     env_case("pool-min-size-underscore", "CHECKPOINT_EXPORTER_POOL_MIN_SIZE", "1_0"),
     env_case("pool-max-size-zero", "CHECKPOINT_EXPORTER_POOL_MAX_SIZE", "0"),
     env_case("exporter-pool-size-too-big", "CHECKPOINT_EXPORTER_EXPORTER_POOL_SIZE", "21"),
+    # Collector selection.
+    case("collectors-unknown", ["--collectors", "pool,bogus"], "--collectors"),
+    env_case("collectors-sql", "CHECKPOINT_EXPORTER_COLLECTORS", "pool; DROP TABLE x"),
+    case(
+        "leader-election-not-a-boolean",
+        ["--collector.leader-election", "maybe"],
+        "--collector.leader-election",
+    ),
+    env_case("tables-interval-too-short", "CHECKPOINT_EXPORTER_TABLES_INTERVAL", "500ms"),
     *[
         case(f"{flag.lstrip('-')}-{kind}", [f"{flag}={raw}"], flag)
         for flag in DURATION_SETTINGS

@@ -48,6 +48,9 @@ GOOD: dict[str, tuple[str, Any]] = {
     "connect_timeout": ("250ms", 0.25),
     "collector_timeout": ("1m", 60.0),
     "exporter_pool_size": ("4", 4),
+    "collectors": ("tables, pool", ("pool", "tables")),
+    "leader_election": ("false", False),
+    "tables_interval": ("5m", 300.0),
 }
 
 # A second good value, different from GOOD's, for settings that have a flag.
@@ -71,6 +74,9 @@ OTHER: dict[str, tuple[str, Any]] = {
     "connect_timeout": ("3s", 3.0),
     "collector_timeout": ("500ms", 0.5),
     "exporter_pool_size": ("1", 1),
+    "collectors": ("activity", ("activity",)),
+    "leader_election": ("on", True),
+    "tables_interval": ("90", 90.0),
 }
 
 FLAGGED = [spec for spec in SPECS if spec.flag is not None]

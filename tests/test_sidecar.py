@@ -256,6 +256,7 @@ class RaisingCollector:
     """Fails the way a broken query does."""
 
     name: ClassVar[str] = "raising"
+    database_wide: ClassVar[bool] = False
 
     async def collect(self, ctx: ScrapeContext) -> list[Metric]:
         raise RuntimeError("relation does not exist")
@@ -265,6 +266,7 @@ class HangingCollector:
     """Never answers, like a query stuck behind a lock."""
 
     name: ClassVar[str] = "hanging"
+    database_wide: ClassVar[bool] = False
 
     async def collect(self, ctx: ScrapeContext) -> list[Metric]:
         await asyncio.Event().wait()
