@@ -28,9 +28,15 @@ class ScrapeContext:
 
 
 class Collector(Protocol):
-    """One source of metrics; its ``name`` is its ``collector`` label and its setting."""
+    """One source of metrics; its ``name`` is its ``collector`` label and its setting.
+
+    ``database_wide`` collectors read figures that are the same from every
+    replica (catalog, activity, statements): with leader election on, only the
+    sidecar holding the database's leader lock runs them.
+    """
 
     name: ClassVar[str]
+    database_wide: ClassVar[bool]
 
     async def collect(self, ctx: ScrapeContext) -> list[Metric]:
         """Return freshly built metric families; raise on failure (the scrape isolates it)."""

@@ -70,6 +70,7 @@ class PoolCollector:
     """Reads each pool's counters with ``get_stats()``, never ``pop_stats()``, which resets them."""
 
     name: ClassVar[str] = "pool"
+    database_wide: ClassVar[bool] = False
 
     async def collect(self, ctx: ScrapeContext) -> list[Metric]:
         return pool_families({name: pool.get_stats() for name, pool in ctx.pools.items()})
