@@ -86,6 +86,7 @@ async def run_collectors(
 def status_families(
     *,
     up: bool,
+    leader: bool,
     checkpointer: str,
     saver: str | None,
     schema: str,
@@ -111,4 +112,10 @@ def status_families(
     build = InfoMetricFamily(
         "langgraph_checkpointer_build", "Versions of the exporter's parts.", value=versions
     )
-    return [up_family, info, fallback_family, build]
+    leader_family = GaugeMetricFamily(
+        "langgraph_checkpointer_leader",
+        "1 when this sidecar runs the database-wide collectors (it holds the database's "
+        "leader lock, or leader election is off).",
+        value=1.0 if leader else 0.0,
+    )
+    return [up_family, info, fallback_family, build, leader_family]

@@ -18,6 +18,7 @@ from exporter.checkpointer.instrumented import InstrumentedSaver
 from exporter.collectors.base import Collector, ScrapeContext
 from exporter.database import Ping, exporter_pool, ping
 from exporter.health import HealthInputs, health_document
+from exporter.leader import LeaderElection
 from exporter.log import get_logger
 from exporter.redact import redact
 from exporter.scrape import run_collectors, status_families
@@ -60,6 +61,9 @@ class Sidecar:
         self.backend = self._backend()
         conninfo = self.backend.connection_string
         self._database = exporter_pool(conninfo, settings) if conninfo else None
+        self._leader = (
+            LeaderElection(conninfo, settings) if conninfo and settings.leader_election else None
+        )
         self._runner: web.AppRunner | None = None
         self._site: web.TCPSite | None = None
 
@@ -89,14 +93,25 @@ class Sidecar:
             return None
         return await ping(self._database, self.settings.collector_timeout)
 
+    async def leading(self) -> bool:
+        """Whether this sidecar runs the database-wide collectors in this scrape."""
+        return True if self._leader is None else await self._leader.check()
+
     async def scrape(self) -> list[Metric]:
-        """Everything a scrape adds to the registry's own metrics, gathered concurrently."""
+        """Everything a scrape adds to the registry's own metrics, gathered concurrently.
+
+        Database-wide collectors run only on the leader, so that N sidecars of one
+        database never export those series N times.
+        """
+        leading = await self.leading()
+        collectors = [c for c in self.collectors if leading or not c.database_wide]
         answer, families = await asyncio.gather(
             self.ping(),
-            run_collectors(self.collectors, self.context(), self.settings.collector_timeout),
+            run_collectors(collectors, self.context(), self.settings.collector_timeout),
         )
         status = status_families(
             up=answer is None or answer.ok,
+            leader=leading,
             checkpointer=self.backend.checkpointer,
             saver=self.saver_name,
             schema=self.backend.schema,
@@ -162,6 +177,8 @@ class Sidecar:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = self._site = None
+        if self._leader is not None:
+            await self._leader.close()
         if self._database is not None:
             await self._database.close()
         log.info("sidecar_stopped")

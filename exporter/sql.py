@@ -22,3 +22,10 @@ RELEASE_SETUP_LOCK = "SELECT pg_advisory_unlock(%s, hashtext(%s))"
 def create_schema(schema: str) -> sql.Composed:
     """``CREATE SCHEMA`` with the name quoted as an identifier."""
     return sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema))
+
+
+# Leader election among sidecars watching one database and schema: the leader
+# holds this session-level advisory lock on a connection of its own, and
+# PostgreSQL releases it the moment that session ends.
+LEADER_LOCK_KEY = 0x6C67_6C64  # "lgld"
+TRY_LEADER_LOCK = "SELECT pg_try_advisory_lock(%s, hashtext(%s)) AS acquired"

@@ -1,0 +1,79 @@
+"""Chooses, through PostgreSQL itself, the one sidecar that runs database-wide collectors.
+
+N sidecars beside N application replicas would otherwise each report the same
+catalog, activity and statement figures. The leader holds a session-level
+advisory lock on a dedicated connection; when its process dies, PostgreSQL
+ends the session and frees the lock, and another sidecar takes it at its next
+scrape: failover within one scrape interval.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import psycopg
+from psycopg import AsyncConnection
+
+from exporter import sql
+from exporter.database import exporter_connect_kwargs
+from exporter.log import get_logger
+from exporter.redact import redact
+from exporter.settings import Settings
+
+log = get_logger("leader")
+
+
+class LeaderElection:
+    """Answers "do I lead?" once per scrape, (re)trying for the lock as needed."""
+
+    def __init__(self, conninfo: str, settings: Settings) -> None:
+        self._conninfo = conninfo
+        self._settings = settings
+        self._conn: AsyncConnection[Any] | None = None
+        # Overlapping scrapes share one session; one command at a time on it.
+        self._lock = asyncio.Lock()
+        self.leading = False
+
+    async def check(self) -> bool:
+        """Whether this sidecar leads now, decided within the collector timeout.
+
+        Never raises for a database outage: an unreachable database means not leading.
+        """
+        try:
+            async with self._lock, asyncio.timeout(self._settings.collector_timeout):
+                return await self._check()
+        except (psycopg.Error, OSError, TimeoutError) as exc:
+            await self._lose(redact(f"{type(exc).__name__}: {exc}".strip().splitlines()[0]))
+            return False
+
+    async def _check(self) -> bool:
+        if self._conn is not None and self.leading:
+            # The lock lives as long as this session: prove the session is alive.
+            await self._conn.execute(sql.PING)
+            return True
+        if self._conn is None or self._conn.closed:
+            self._conn = await AsyncConnection.connect(
+                self._conninfo, **exporter_connect_kwargs(self._conninfo, self._settings)
+            )
+        cursor = await self._conn.execute(
+            sql.TRY_LEADER_LOCK, (sql.LEADER_LOCK_KEY, self._settings.postgres_schema)
+        )
+        row = await cursor.fetchone()
+        acquired = bool(row and row["acquired"])
+        if acquired and not self.leading:
+            log.info("leadership_acquired", schema=self._settings.postgres_schema)
+        self.leading = acquired
+        return acquired
+
+    async def _lose(self, reason: str) -> None:
+        if self.leading:
+            log.warning("leadership_lost", reason=reason)
+        self.leading = False
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the session, which releases the lock if held."""
+        conn, self._conn = self._conn, None
+        if conn is not None and not conn.closed:
+            await conn.close()

@@ -1,0 +1,143 @@
+"""One sidecar per database runs the database-wide collectors, and another takes over."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from typing import ClassVar
+
+import aiohttp
+import psycopg
+import pytest
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
+
+from exporter import Sidecar
+from exporter.collectors.base import ScrapeContext
+from exporter.collectors.pool import PoolCollector
+from exporter.settings import Settings
+from tests.test_factory import closed_port
+from tests.test_serve import wait_until_serving
+from tests.test_sidecar import parse_metrics, value
+
+WIDE = "langgraph_checkpointer_test_wide"
+
+
+class WideCollector:
+    """A database-wide collector that only says it ran."""
+
+    name: ClassVar[str] = "wide"
+    database_wide: ClassVar[bool] = True
+
+    async def collect(self, ctx: ScrapeContext) -> list[Metric]:
+        return [GaugeMetricFamily(WIDE, "Ran on this sidecar.", value=1.0)]
+
+
+def sidecar(settings: Settings) -> Sidecar:
+    return Sidecar(settings, registry=CollectorRegistry(),
+                   collectors=(PoolCollector(), WideCollector()))  # fmt: skip
+
+
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+async def scrape(http: aiohttp.ClientSession, car: Sidecar) -> Samples:
+    async with http.get(car.url + "/metrics") as response:
+        assert response.status == 200
+        return parse_metrics(await response.text())
+
+
+def leads(samples: Samples) -> bool:
+    """Leader gauge and database-wide series agree, and say whether this sidecar leads."""
+    leader = value(samples, "langgraph_checkpointer_leader") == 1
+    assert ((WIDE, ()) in samples) == leader
+    success = ("langgraph_checkpointer_scrape_collector_success", (("collector", "wide"),))
+    assert (success in samples) == leader
+    assert value(samples, "langgraph_checkpointer_scrape_collector_success", collector="pool") == 1
+    return leader
+
+
+def lock_holders(dsn: str) -> int:
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted"
+        ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+async def test_exactly_one_of_two_sidecars_leads(settings: Settings, dsn: str) -> None:
+    """Two sidecars on one database: one leads; stop it and the other takes over."""
+    async with aiohttp.ClientSession() as http:
+        first, second = sidecar(settings), sidecar(settings)
+        await first.start()
+        await second.start()
+        try:
+            verdicts = [leads(await scrape(http, car)) for car in (first, second, first, second)]
+            assert verdicts == [True, False, True, False]
+            assert lock_holders(dsn) == 1
+            await first.stop()
+            assert lock_holders(dsn) == 0
+            assert leads(await scrape(http, second))
+        finally:
+            await first.stop()
+            await second.stop()
+
+
+async def test_without_election_every_sidecar_collects(settings: Settings) -> None:
+    """With leader election off, each sidecar runs the database-wide collectors."""
+    settings = settings.replace(leader_election=False)
+    async with aiohttp.ClientSession() as http, sidecar(settings) as one, sidecar(settings) as two:
+        assert leads(await scrape(http, one))
+        assert leads(await scrape(http, two))
+
+
+async def test_no_database_means_no_leadership(settings: Settings) -> None:
+    """An unreachable database: not leading, no database-wide series, the scrape still works."""
+    url = f"postgresql://u:pw@127.0.0.1:{closed_port()}/db"
+    settings = settings.replace(postgres_connection_string=url, collector_timeout=1.0)
+    async with aiohttp.ClientSession() as http, sidecar(settings) as car:
+        assert not leads(await scrape(http, car))
+
+
+@pytest.fixture
+def serve_process(dsn: str) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """A standalone sidecar process on the test's database."""
+    port = closed_port()
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("CHECKPOINT_EXPORTER_", "POSTGRES_", "USE_POSTGRES"))}  # fmt: skip
+    env["POSTGRES_CONNECTION_STRING"] = dsn
+    process = subprocess.Popen(
+        [sys.executable, "-m", "exporter", "serve", "--web.listen-address", f"127.0.0.1:{port}"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
+    try:
+        yield process, f"http://127.0.0.1:{port}"
+    finally:
+        process.kill()
+        process.wait(timeout=30)
+
+
+async def test_a_killed_leader_is_replaced_at_the_next_scrape(
+    settings: Settings, dsn: str, serve_process: tuple[subprocess.Popen[str], str]
+) -> None:
+    """SIGKILL the leading process: PostgreSQL frees its lock and the survivor leads next."""
+    process, url = serve_process
+    wait_until_serving(url + "/healthz", process, 60)
+    async with aiohttp.ClientSession() as http, sidecar(settings) as survivor:
+        async with http.get(url + "/metrics") as response:
+            assert value(parse_metrics(await response.text()), "langgraph_checkpointer_leader") == 1
+        assert not leads(await scrape(http, survivor))
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
+        deadline = time.monotonic() + 10
+        # Polling the catalog: nothing signals when the server ends the dead session.
+        while lock_holders(dsn) and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+        assert leads(await scrape(http, survivor))
