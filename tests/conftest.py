@@ -5,10 +5,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 from prometheus_client import CollectorRegistry
 
 from exporter.settings import ListenAddress, Settings
+from tests.debian_postgres import debian_postgres, require_bindir
 from tests.postgres import fresh_database, postgres_server
 
 
@@ -24,6 +26,25 @@ def dsn(admin_dsn: str) -> Iterator[str]:
     """A database of its own for this test."""
     with fresh_database(admin_dsn) as database:
         yield database
+
+
+@pytest.fixture(scope="session")
+def debian_admin_dsn() -> Iterator[str]:
+    """A distribution PostgreSQL with pg_stat_statements preloaded, for the whole session.
+
+    Skips where no such server is installed, except under ``CI=true``, where it fails.
+    """
+    with debian_postgres(require_bindir()) as dsn:
+        yield dsn
+
+
+@pytest.fixture
+def statements_dsn(debian_admin_dsn: str) -> Iterator[str]:
+    """A fresh database on that server with the pg_stat_statements extension created in it."""
+    with fresh_database(debian_admin_dsn) as dsn:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute("CREATE EXTENSION pg_stat_statements")
+        yield dsn
 
 
 @pytest.fixture

@@ -1,0 +1,441 @@
+"""Storage of the checkpoint tables: sizes, row estimates, maintenance, sampled value sizes.
+
+Every figure comes from catalog statistics or bounded reads, so a scrape costs
+the same at a million checkpoints as at ten thousand: no ``count(*)``, no
+sequential scan. Produces, per table (``checkpoints``, ``checkpoint_blobs``,
+``checkpoint_writes``, ``checkpoint_migrations``; a missing table reports
+``exists`` 0 and zeros)::
+
+    langgraph_checkpointer_tables_exists{table="checkpoints"} 1
+    langgraph_checkpointer_tables_size_bytes{table="checkpoints"} 1.2976128e+07
+    langgraph_checkpointer_tables_part_size_bytes{part="heap",table="checkpoints"} 9.650176e+06
+    langgraph_checkpointer_tables_part_size_bytes{part="toast",table="checkpoints"} 8192
+    langgraph_checkpointer_tables_part_size_bytes{part="indexes",table="checkpoints"} 3.31776e+06
+    langgraph_checkpointer_tables_estimated_rows{table="checkpoints"} 20000
+    langgraph_checkpointer_tables_dead_rows{table="checkpoints"} 12
+    langgraph_checkpointer_tables_last_vacuum_age_seconds{table="checkpoints"} 86400
+    langgraph_checkpointer_tables_last_autovacuum_age_seconds{table="checkpoints"} 420
+    langgraph_checkpointer_tables_last_analyze_age_seconds{table="checkpoints"} 86400
+    langgraph_checkpointer_tables_last_autoanalyze_age_seconds{table="checkpoints"} 420
+
+The ``last_*_age_seconds`` series are absent for a table never so maintained.
+Across tables::
+
+    langgraph_checkpointer_tables_estimated_threads 400
+
+Sampled (``TABLESAMPLE SYSTEM`` of about ``SAMPLE_ROWS`` rows, plus the first
+``HEAD_PAGES`` pages of ``checkpoints`` for the oldest checkpoint), cached and
+redrawn at most every ``CHECKPOINT_EXPORTER_TABLES_INTERVAL``::
+
+    langgraph_checkpointer_tables_oldest_checkpoint_age_seconds 2.592e+06
+    langgraph_checkpointer_tables_checkpoint_size_bytes_bucket{le="256.0"} 0
+    langgraph_checkpointer_tables_checkpoint_size_bytes_bucket{le="1024.0"} 12
+    langgraph_checkpointer_tables_checkpoint_size_bytes_bucket{le="4096.0"} 998
+    langgraph_checkpointer_tables_checkpoint_size_bytes_bucket{le="16384.0"} 1000
+    langgraph_checkpointer_tables_checkpoint_size_bytes_bucket{le="65536.0"} 1000
+    langgraph_checkpointer_tables_checkpoint_size_bytes_bucket{le="262144.0"} 1000
+    langgraph_checkpointer_tables_checkpoint_size_bytes_bucket{le="1.048576e+06"} 1000
+    langgraph_checkpointer_tables_checkpoint_size_bytes_bucket{le="4.194304e+06"} 1000
+    langgraph_checkpointer_tables_checkpoint_size_bytes_bucket{le="1.6777216e+07"} 1000
+    langgraph_checkpointer_tables_checkpoint_size_bytes_bucket{le="+Inf"} 1000
+    langgraph_checkpointer_tables_checkpoint_size_bytes_count 1000
+    langgraph_checkpointer_tables_checkpoint_size_bytes_sum 1.52e+06
+    langgraph_checkpointer_tables_blob_size_bytes_bucket{le="256.0"} 0
+    langgraph_checkpointer_tables_blob_size_bytes_bucket{le="1024.0"} 0
+    langgraph_checkpointer_tables_blob_size_bytes_bucket{le="4096.0"} 1000
+    langgraph_checkpointer_tables_blob_size_bytes_bucket{le="16384.0"} 1000
+    langgraph_checkpointer_tables_blob_size_bytes_bucket{le="65536.0"} 1000
+    langgraph_checkpointer_tables_blob_size_bytes_bucket{le="262144.0"} 1000
+    langgraph_checkpointer_tables_blob_size_bytes_bucket{le="1.048576e+06"} 1000
+    langgraph_checkpointer_tables_blob_size_bytes_bucket{le="4.194304e+06"} 1000
+    langgraph_checkpointer_tables_blob_size_bytes_bucket{le="1.6777216e+07"} 1000
+    langgraph_checkpointer_tables_blob_size_bytes_bucket{le="+Inf"} 1000
+    langgraph_checkpointer_tables_blob_size_bytes_count 1000
+    langgraph_checkpointer_tables_blob_size_bytes_sum 3.07e+06
+    langgraph_checkpointer_tables_sample_rows{table="checkpoints"} 1000
+    langgraph_checkpointer_tables_sample_rows{table="checkpoint_blobs"} 1000
+    langgraph_checkpointer_tables_sample_age_seconds 12.5
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, ClassVar, Final
+
+from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.metrics_core import Metric
+from prometheus_client.utils import floatToGoString
+from psycopg import AsyncConnection, sql
+
+from exporter.collectors.base import ScrapeContext
+
+PREFIX = "langgraph_checkpointer_tables_"
+TABLES: Final = ("checkpoints", "checkpoint_blobs", "checkpoint_writes", "checkpoint_migrations")
+SAMPLED_TABLES: Final = ("checkpoints", "checkpoint_blobs")
+PARTS: Final = ("heap", "toast", "indexes")
+MAINTENANCE: Final = ("vacuum", "autovacuum", "analyze", "autoanalyze")
+# Rows read per sampled table; the histograms' resolution, and their cost.
+SAMPLE_ROWS: Final = 1000
+# Pages read from the start of `checkpoints`: where an append-only heap keeps its oldest rows.
+HEAD_PAGES: Final = 16
+BUCKETS: Final = tuple(float(4**k) for k in range(4, 13))  # 256 B .. 16 MiB
+# TID Range Scan (PostgreSQL 14) reads only the pages asked for; before it, `ctid <` scans all.
+TID_RANGE_SCAN_VERSION: Final = 140000
+# LangGraph's checkpoint ids: UUIDv6, whose text sorts by time (60-bit count of 100 ns).
+UUID6_PATTERN: Final = "^[0-9a-f]{8}-[0-9a-f]{4}-6[0-9a-f]{3}-[0-9a-f]{4}-[0-9a-f]{12}$"
+_UUID6 = re.compile(UUID6_PATTERN)
+_UUID_EPOCH_TICKS: Final = 0x01B21DD213814000  # 100 ns ticks from 1582-10-15 to 1970-01-01
+
+CATALOG: Final = """
+SELECT t.name AS table,
+       c.oid IS NOT NULL AS exists,
+       coalesce(pg_total_relation_size(c.oid), 0) AS total_bytes,
+       coalesce(pg_table_size(c.oid), 0) AS table_bytes,
+       coalesce(pg_total_relation_size(nullif(c.reltoastrelid, 0)), 0) AS toast_bytes,
+       coalesce(pg_indexes_size(c.oid), 0) AS index_bytes,
+       c.reltuples::float8 AS reltuples,
+       s.n_live_tup,
+       s.n_dead_tup,
+       extract(epoch FROM now() - s.last_vacuum)::float8 AS last_vacuum_age,
+       extract(epoch FROM now() - s.last_autovacuum)::float8 AS last_autovacuum_age,
+       extract(epoch FROM now() - s.last_analyze)::float8 AS last_analyze_age,
+       extract(epoch FROM now() - s.last_autoanalyze)::float8 AS last_autoanalyze_age,
+       current_setting('server_version_num')::int AS server_version_num
+FROM unnest(%(tables)s::text[]) WITH ORDINALITY AS t(name, position)
+LEFT JOIN pg_namespace n ON n.nspname = %(schema)s
+LEFT JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = t.name AND c.relkind = 'r'
+LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid
+ORDER BY t.position
+"""
+
+# ANALYZE's estimate; negative means a fraction of the rows (-1: every row distinct).
+THREADS: Final = """
+SELECT n_distinct::float8 AS n_distinct
+FROM pg_stats
+WHERE schemaname = %(schema)s AND tablename = 'checkpoints' AND attname = 'thread_id'
+  AND NOT inherited
+"""
+
+# pg_column_size reads the stored (compressed or TOAST pointer) size without detoasting;
+# `ts` is read, detoasting the checkpoint, only for ids that are not UUIDv6.
+CHECKPOINT_SAMPLE: Final = sql.SQL("""
+SELECT pg_column_size(checkpoint) + pg_column_size(metadata) AS bytes,
+       checkpoint_id,
+       CASE WHEN checkpoint_id !~ %(uuid6)s THEN checkpoint->>'ts' END AS ts
+FROM {schema}.checkpoints TABLESAMPLE SYSTEM (%(percent)s::real)
+LIMIT %(limit)s
+""")
+
+BLOB_SAMPLE: Final = sql.SQL("""
+SELECT pg_column_size(blob) AS bytes
+FROM {schema}.checkpoint_blobs TABLESAMPLE SYSTEM (%(percent)s::real)
+WHERE blob IS NOT NULL
+LIMIT %(limit)s
+""")
+
+# The first pages of the heap, read by TID Range Scan: bounded whatever the table's size.
+OLDEST_HEAD: Final = sql.SQL("""
+SELECT min(checkpoint_id COLLATE "C") FILTER (WHERE checkpoint_id ~ %(uuid6)s) AS checkpoint_id,
+       min(checkpoint->>'ts') FILTER (WHERE checkpoint_id !~ %(uuid6)s) AS ts
+FROM {schema}.checkpoints
+WHERE ctid < %(head)s::tid
+""")
+
+
+def schema_query(template: sql.SQL, schema: str) -> sql.Composed:
+    """``template`` with ``{schema}`` bound as a quoted identifier."""
+    return template.format(schema=sql.Identifier(schema))
+
+
+def sample_params(estimated_rows: float, target: int = SAMPLE_ROWS) -> dict[str, Any]:
+    """Parameters for a sample query reading about ``target`` of ``estimated_rows`` rows.
+
+    The percentage comes from the catalog estimate; ``LIMIT`` bounds the read
+    when the estimate is stale or unknown (0: sample everything, up to the limit).
+    """
+    percent = 100.0 if estimated_rows <= target else 100.0 * target / estimated_rows
+    return {"percent": percent, "limit": target, "uuid6": UUID6_PATTERN}
+
+
+def head_params(pages: int = HEAD_PAGES) -> dict[str, Any]:
+    return {"head": f"({pages},0)", "uuid6": UUID6_PATTERN}
+
+
+def estimated_rows(row: Mapping[str, Any]) -> float:
+    """``reltuples``, or ``n_live_tup`` while the table was never vacuumed or analyzed (-1)."""
+    reltuples = row.get("reltuples")
+    if reltuples is not None and reltuples >= 0:
+        return float(reltuples)
+    return float(row.get("n_live_tup") or 0)
+
+
+def estimated_threads(n_distinct: float | None, rows: float) -> float:
+    """Distinct ``thread_id`` values from ``pg_stats.n_distinct`` (0 when not analyzed)."""
+    if n_distinct is None:
+        return 0.0
+    if n_distinct < 0:
+        return -n_distinct * rows
+    return n_distinct
+
+
+def uuid6_epoch(checkpoint_id: str) -> float | None:
+    """Unix time encoded in a UUIDv6 checkpoint id, or None for any other id."""
+    if not _UUID6.match(checkpoint_id):
+        return None
+    digits = checkpoint_id.replace("-", "")
+    ticks = (int(digits[:12], 16) << 12) | int(digits[13:16], 16)
+    return (ticks - _UUID_EPOCH_TICKS) / 10_000_000
+
+
+def iso_epoch(ts: str) -> float | None:
+    """Unix time of a checkpoint's ISO 8601 ``ts`` (naive means UTC), or None if malformed."""
+    try:
+        moment = datetime.fromisoformat(ts)
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
+
+
+def checkpoint_epoch(checkpoint_id: str | None, ts: str | None) -> float | None:
+    """When a checkpoint was taken: from its UUIDv6 id, else from its ``ts``."""
+    if checkpoint_id is not None and (epoch := uuid6_epoch(checkpoint_id)) is not None:
+        return epoch
+    return iso_epoch(ts) if ts is not None else None
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """Value sizes read from a bounded sample, and when (``taken_at`` is monotonic)."""
+
+    taken_at: float
+    checkpoint_bytes: tuple[int, ...] = ()
+    blob_bytes: tuple[int, ...] = ()
+    oldest_checkpoint: float | None = None  # Unix time
+
+
+def build_sample(
+    taken_at: float,
+    checkpoint_rows: Iterable[Mapping[str, Any]] = (),
+    blob_rows: Iterable[Mapping[str, Any]] = (),
+    head_rows: Iterable[Mapping[str, Any]] = (),
+) -> Sample:
+    """Fold the sample and head query rows into a :class:`Sample`."""
+    checkpoint_rows = list(checkpoint_rows)
+    epochs = [
+        checkpoint_epoch(row.get("checkpoint_id"), row.get("ts"))
+        for row in [*checkpoint_rows, *head_rows]
+    ]
+    known = [epoch for epoch in epochs if epoch is not None]
+    return Sample(
+        taken_at=taken_at,
+        checkpoint_bytes=tuple(int(row["bytes"]) for row in checkpoint_rows),
+        blob_bytes=tuple(int(row["bytes"]) for row in blob_rows if row["bytes"] is not None),
+        oldest_checkpoint=min(known, default=None),
+    )
+
+
+def catalog_families(rows: Sequence[Mapping[str, Any]], n_distinct: float | None) -> list[Metric]:
+    """Per-table figures from the catalog query rows, plus the distinct thread estimate.
+
+    Tables missing from ``rows`` or flagged as not existing report zeros.
+    """
+    by_table = {row["table"]: row for row in rows}
+    exists = GaugeMetricFamily(
+        PREFIX + "exists", "1 if the table exists in the schema.", labels=["table"]
+    )
+    size = GaugeMetricFamily(
+        PREFIX + "size_bytes",
+        "Disk space of the table: heap, TOAST and indexes (pg_total_relation_size).",
+        labels=["table"],
+    )
+    parts = GaugeMetricFamily(
+        PREFIX + "part_size_bytes",
+        "Disk space by part: heap (with free space and visibility maps), toast, indexes.",
+        labels=["table", "part"],
+    )
+    rows_family = GaugeMetricFamily(
+        PREFIX + "estimated_rows",
+        "Live rows estimated from catalog statistics (reltuples, else n_live_tup).",
+        labels=["table"],
+    )
+    dead = GaugeMetricFamily(
+        PREFIX + "dead_rows", "Dead rows awaiting vacuum (n_dead_tup).", labels=["table"]
+    )
+    ages = {
+        kind: GaugeMetricFamily(
+            PREFIX + f"last_{kind}_age_seconds",
+            f"Seconds since the table's last {kind}; absent if never.",
+            labels=["table"],
+        )
+        for kind in MAINTENANCE
+    }
+    for table in TABLES:
+        row = by_table.get(table, {})
+        present = bool(row.get("exists"))
+        exists.add_metric([table], 1.0 if present else 0.0)
+        total = float(row.get("total_bytes") or 0)
+        toast = float(row.get("toast_bytes") or 0)
+        heap = float(row.get("table_bytes") or 0) - toast
+        size.add_metric([table], total)
+        parts.add_metric([table, "heap"], heap)
+        parts.add_metric([table, "toast"], toast)
+        parts.add_metric([table, "indexes"], float(row.get("index_bytes") or 0))
+        rows_family.add_metric([table], estimated_rows(row) if present else 0.0)
+        dead.add_metric([table], float(row.get("n_dead_tup") or 0))
+        for kind, family in ages.items():
+            age = row.get(f"last_{kind}_age")
+            if present and age is not None:
+                family.add_metric([table], max(0.0, float(age)))
+    checkpoints = by_table.get("checkpoints", {})
+    threads = GaugeMetricFamily(
+        PREFIX + "estimated_threads",
+        "Distinct thread ids in checkpoints, from ANALYZE statistics (0 until analyzed).",
+        value=estimated_threads(n_distinct, estimated_rows(checkpoints))
+        if checkpoints.get("exists")
+        else 0.0,
+    )
+    return [exists, size, parts, rows_family, dead, *ages.values(), threads]
+
+
+def _le(bound: float) -> str:
+    """``le`` as the official clients write it."""
+    return str(floatToGoString(bound))  # type: ignore[no-untyped-call]  # untyped upstream
+
+
+def histogram_family(name: str, doc: str, values: Sequence[int]) -> HistogramMetricFamily:
+    """A histogram of ``values`` over :data:`BUCKETS` (cumulative, as exposed)."""
+    buckets = [
+        (_le(bound), float(sum(1 for value in values if value <= bound))) for bound in BUCKETS
+    ]
+    buckets.append(("+Inf", float(len(values))))
+    return HistogramMetricFamily(name, doc, buckets=buckets, sum_value=float(sum(values)))
+
+
+def sample_families(sample: Sample, interval: float, now: float, wall_now: float) -> list[Metric]:
+    """The cached sample's families; ``now`` is monotonic, ``wall_now`` Unix time."""
+    cached = f"sampled, refreshed at most every {interval:g} s"
+    families: list[Metric] = []
+    if sample.oldest_checkpoint is not None:
+        families.append(
+            GaugeMetricFamily(
+                PREFIX + "oldest_checkpoint_age_seconds",
+                f"Age of the oldest checkpoint in the first {HEAD_PAGES} heap pages and the "
+                "sample, by its UUIDv6 id (else ts); exact for append-only tables, may "
+                f"undercount after deletes; {cached}.",
+                value=max(0.0, wall_now - sample.oldest_checkpoint),
+            )
+        )
+    families.append(
+        histogram_family(
+            PREFIX + "checkpoint_size_bytes",
+            f"Stored size of checkpoint plus metadata per checkpoint row; {cached}.",
+            sample.checkpoint_bytes,
+        )
+    )
+    families.append(
+        histogram_family(
+            PREFIX + "blob_size_bytes",
+            f"Stored size of non-null checkpoint_blobs values; {cached}.",
+            sample.blob_bytes,
+        )
+    )
+    rows = GaugeMetricFamily(
+        PREFIX + "sample_rows",
+        f"Rows in the size sample (about {SAMPLE_ROWS} at most); {cached}.",
+        labels=["table"],
+    )
+    rows.add_metric(["checkpoints"], float(len(sample.checkpoint_bytes)))
+    rows.add_metric(["checkpoint_blobs"], float(len(sample.blob_bytes)))
+    families.append(rows)
+    families.append(
+        GaugeMetricFamily(
+            PREFIX + "sample_age_seconds",
+            f"Seconds since the size sample was drawn; redrawn at most every {interval:g} s.",
+            value=max(0.0, now - sample.taken_at),
+        )
+    )
+    return families
+
+
+async def _fetch(
+    conn: AsyncConnection[Any], query: str | sql.Composed, params: Mapping[str, Any]
+) -> list[Any]:
+    cursor = await conn.execute(query, params)
+    return await cursor.fetchall()
+
+
+class TablesCollector:
+    """Reads catalog statistics on every scrape; draws the size sample at most every interval.
+
+    The sample is kept on the instance, keyed by pool and schema. While one
+    scrape redraws it, a concurrent scrape serves the previous sample (or none).
+    """
+
+    name: ClassVar[str] = "tables"
+    database_wide: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._clock = clock
+        self._wall_clock = wall_clock
+        self._sample: Sample | None = None
+        self._key: tuple[int, str] | None = None
+        self._refreshing = False
+
+    @property
+    def sample(self) -> Sample | None:
+        """The cached sample, if one was drawn."""
+        return self._sample
+
+    async def collect(self, ctx: ScrapeContext) -> list[Metric]:
+        if ctx.database is None:
+            return []
+        schema = ctx.settings.postgres_schema
+        key = (id(ctx.database), schema)
+        if key != self._key:
+            self._key, self._sample = key, None
+        async with ctx.database.connection() as conn:
+            catalog = await _fetch(conn, CATALOG, {"tables": list(TABLES), "schema": schema})
+            stats = await _fetch(conn, THREADS, {"schema": schema})
+            n_distinct = stats[0]["n_distinct"] if stats else None
+            sample = self._sample
+            interval = ctx.settings.tables_interval
+            stale = sample is None or self._clock() - sample.taken_at >= interval
+            if stale and not self._refreshing:
+                self._refreshing = True
+                try:
+                    sample = self._sample = await self._draw(conn, schema, catalog)
+                finally:
+                    self._refreshing = False
+        families = catalog_families(catalog, n_distinct)
+        if sample is not None:
+            families += sample_families(sample, interval, self._clock(), self._wall_clock())
+        return families
+
+    async def _draw(
+        self, conn: AsyncConnection[Any], schema: str, catalog: Sequence[Mapping[str, Any]]
+    ) -> Sample:
+        by_table = {row["table"]: row for row in catalog}
+        checkpoints, blobs = by_table["checkpoints"], by_table["checkpoint_blobs"]
+        checkpoint_rows: list[Any] = []
+        blob_rows: list[Any] = []
+        head_rows: list[Any] = []
+        if checkpoints["exists"]:
+            query = schema_query(CHECKPOINT_SAMPLE, schema)
+            checkpoint_rows = await _fetch(conn, query, sample_params(estimated_rows(checkpoints)))
+            if checkpoints["server_version_num"] >= TID_RANGE_SCAN_VERSION:
+                head_rows = await _fetch(conn, schema_query(OLDEST_HEAD, schema), head_params())
+        if blobs["exists"]:
+            query = schema_query(BLOB_SAMPLE, schema)
+            blob_rows = await _fetch(conn, query, sample_params(estimated_rows(blobs)))
+        return build_sample(self._clock(), checkpoint_rows, blob_rows, head_rows)

@@ -1,0 +1,168 @@
+"""The migrations collector against a real database: missing, current, behind, ahead, elsewhere."""
+
+from __future__ import annotations
+
+import aiohttp
+import psycopg
+import pytest
+from prometheus_client import CollectorRegistry
+from prometheus_client.metrics_core import Metric
+
+from exporter import Sidecar
+from exporter.checkpointer.factory import prepare_schema
+from exporter.collectors.base import ScrapeContext
+from exporter.collectors.migrations import (
+    LIBRARY_VERSION,
+    TABLES,
+    MigrationsCollector,
+    migrations_families,
+)
+from exporter.database import exporter_pool
+from exporter.settings import Settings
+from tests.test_sidecar import parse_metrics, value
+
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+DATABASE_VERSION = "langgraph_checkpointer_migrations_database_version"
+LIBRARY = "langgraph_checkpointer_migrations_library_version"
+BEHIND = "langgraph_checkpointer_migrations_behind"
+AHEAD = "langgraph_checkpointer_migrations_ahead"
+TABLE_EXISTS = "langgraph_checkpointer_migrations_table_exists"
+
+
+def samples_of(families: list[Metric]) -> Samples:
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value for f in families for s in f.samples}
+
+
+async def collect(settings: Settings) -> Samples:
+    """One run of the collector through the exporter's own pool."""
+    assert settings.postgres_connection_string is not None
+    pool = exporter_pool(settings.postgres_connection_string, settings)
+    await pool.open(wait=True)
+    try:
+        return samples_of(await MigrationsCollector().collect(ScrapeContext(settings, pool)))
+    finally:
+        await pool.close()
+
+
+def tables_existing(samples: Samples) -> dict[str, float]:
+    return {table: value(samples, TABLE_EXISTS, table=table) for table in TABLES}
+
+
+@pytest.fixture
+async def migrated(settings: Settings, dsn: str) -> Settings:
+    """Settings whose schema LangGraph's setup() has fully migrated."""
+    await prepare_schema(dsn, settings)
+    return settings
+
+
+def test_families_compare_the_versions() -> None:
+    """Behind and ahead follow the two versions; no recorded version is -1 and behind."""
+    cases = {None: (-1, 1, 0), 3: (3, 1, 0), 9: (9, 0, 0), 10: (10, 0, 1)}
+    for recorded, (version, behind, ahead) in cases.items():
+        samples = samples_of(migrations_families({"checkpoints": True}, recorded, 9))
+        assert value(samples, DATABASE_VERSION) == version
+        assert value(samples, LIBRARY) == 9
+        assert value(samples, BEHIND) == behind
+        assert value(samples, AHEAD) == ahead
+        assert tables_existing(samples) == {
+            table: float(table == "checkpoints") for table in TABLES
+        }
+
+
+async def test_no_context_database_yields_nothing(settings: Settings) -> None:
+    """Without a configured database the collector produces no families."""
+    assert await MigrationsCollector().collect(ScrapeContext(settings)) == []
+
+
+async def test_a_fresh_database_has_no_tables_and_is_behind(settings: Settings) -> None:
+    """Before setup(): every table is reported missing, version -1, behind, without failing."""
+    samples = await collect(settings)
+    assert tables_existing(samples) == dict.fromkeys(TABLES, 0.0)
+    assert value(samples, DATABASE_VERSION) == -1
+    assert value(samples, LIBRARY) == LIBRARY_VERSION
+    assert value(samples, BEHIND) == 1
+    assert value(samples, AHEAD) == 0
+
+
+async def test_a_migrated_schema_matches_the_library(migrated: Settings) -> None:
+    """After prepare_schema(): every table exists and both versions agree."""
+    samples = await collect(migrated)
+    assert tables_existing(samples) == dict.fromkeys(TABLES, 1.0)
+    assert value(samples, DATABASE_VERSION) == LIBRARY_VERSION
+    assert value(samples, LIBRARY) == LIBRARY_VERSION
+    assert value(samples, BEHIND) == 0
+    assert value(samples, AHEAD) == 0
+
+
+async def test_a_missing_last_migration_is_behind(migrated: Settings, dsn: str) -> None:
+    """Deleting the last recorded migration makes the schema one version behind."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(
+            f"DELETE FROM {migrated.postgres_schema}.checkpoint_migrations "
+            f"WHERE v = (SELECT max(v) FROM {migrated.postgres_schema}.checkpoint_migrations)"
+        )
+    samples = await collect(migrated)
+    assert value(samples, DATABASE_VERSION) == LIBRARY_VERSION - 1
+    assert value(samples, BEHIND) == 1
+    assert value(samples, AHEAD) == 0
+
+
+async def test_a_newer_migration_is_ahead(migrated: Settings, dsn: str) -> None:
+    """A migration the installed library does not know makes the schema ahead, not behind."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(
+            f"INSERT INTO {migrated.postgres_schema}.checkpoint_migrations (v) VALUES (%s)",
+            (LIBRARY_VERSION + 1,),
+        )
+    samples = await collect(migrated)
+    assert value(samples, DATABASE_VERSION) == LIBRARY_VERSION + 1
+    assert value(samples, BEHIND) == 0
+    assert value(samples, AHEAD) == 1
+
+
+async def test_a_custom_schema_is_read_and_the_default_left_alone(
+    settings: Settings, dsn: str
+) -> None:
+    """With POSTGRES_SCHEMA=custom the collector reads that schema, not the default one."""
+    custom = settings.replace(postgres_schema="custom_checkpoints")
+    await prepare_schema(dsn, custom)
+    samples = await collect(custom)
+    assert tables_existing(samples) == dict.fromkeys(TABLES, 1.0)
+    assert value(samples, DATABASE_VERSION) == LIBRARY_VERSION
+    assert value(samples, BEHIND) == 0
+    default = await collect(settings)
+    assert tables_existing(default) == dict.fromkeys(TABLES, 0.0)
+
+
+async def test_a_schema_name_needing_quotes_is_quoted(settings: Settings, dsn: str) -> None:
+    """A schema name with capitals and a quote reaches SQL as an identifier, never as text."""
+    schema = 'Odd"Schema; DROP'
+    quoted = '"Odd""Schema; DROP"'
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {quoted}")
+        conn.execute(f"CREATE TABLE {quoted}.checkpoint_migrations (v integer PRIMARY KEY)")
+        conn.execute(f"INSERT INTO {quoted}.checkpoint_migrations VALUES (0), (1), (2)")
+    # Settings validation refuses such names; the collector must still be safe with them.
+    samples = await collect(settings.replace(postgres_schema=schema))
+    assert value(samples, TABLE_EXISTS, table="checkpoint_migrations") == 1
+    assert value(samples, TABLE_EXISTS, table="checkpoints") == 0
+    assert value(samples, DATABASE_VERSION) == 2
+    assert value(samples, BEHIND) == 1
+
+
+async def test_the_sidecar_serves_the_migration_figures(migrated: Settings) -> None:
+    """Over HTTP, /metrics carries the versions and the collector's success."""
+    collectors = (MigrationsCollector(),)
+    async with (
+        Sidecar(migrated, registry=CollectorRegistry(), collectors=collectors) as sidecar,
+        aiohttp.ClientSession() as http,
+        http.get(sidecar.url + "/metrics") as response,
+    ):
+        assert response.status == 200
+        samples = parse_metrics(await response.text())
+    assert value(samples, DATABASE_VERSION) == LIBRARY_VERSION
+    assert value(samples, BEHIND) == 0
+    assert value(samples, TABLE_EXISTS, table="checkpoint_writes") == 1
+    success = "langgraph_checkpointer_scrape_collector_success"
+    assert value(samples, success, collector="migrations") == 1

@@ -1,0 +1,553 @@
+"""The tables collector: catalog figures, bounded sampling and its cache, against real tables."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import aiohttp
+import pytest
+from prometheus_client import CollectorRegistry
+from prometheus_client.metrics_core import Metric
+from prometheus_client.parser import text_string_to_metric_families
+from psycopg import AsyncConnection, sql
+from psycopg.rows import DictRow, dict_row
+
+from exporter import Sidecar
+from exporter.checkpointer.factory import prepare_schema
+from exporter.collectors.base import ScrapeContext
+from exporter.collectors.tables import (
+    BLOB_SAMPLE,
+    BUCKETS,
+    CATALOG,
+    CHECKPOINT_SAMPLE,
+    HEAD_PAGES,
+    OLDEST_HEAD,
+    SAMPLE_ROWS,
+    TABLES,
+    THREADS,
+    Sample,
+    TablesCollector,
+    build_sample,
+    catalog_families,
+    checkpoint_epoch,
+    estimated_rows,
+    estimated_threads,
+    head_params,
+    histogram_family,
+    iso_epoch,
+    sample_families,
+    sample_params,
+    schema_query,
+    uuid6_epoch,
+)
+from exporter.database import exporter_pool
+from exporter.settings import Settings
+
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+CHECKPOINTS = 20_000
+THREAD_COUNT = 400
+BLOBS = 5_000
+NULL_BLOBS = 100
+WRITES = 2_000
+# Blob values are 16-byte md5 digests concatenated: 2048 to 3952 bytes, incompressible.
+BLOB_MIN, BLOB_MAX = 128 * 16, 247 * 16
+AGE_DAYS = 30
+
+# LangGraph-shaped rows; checkpoint i was taken `i` seconds after `base`, and its id is the
+# UUIDv6 of that moment (60-bit count of 100 ns since 1582-10-15), as LangGraph's uuid6().
+FILL_CHECKPOINTS = """
+INSERT INTO {schema}.checkpoints
+    (thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id, type, checkpoint, metadata)
+SELECT 'thread-' || i %% %(threads)s, '', id, NULL, NULL,
+       jsonb_build_object(
+           'v', 4,
+           'ts', to_char(moment AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"'),
+           'id', id,
+           'channel_values', jsonb_build_object(
+               'step', i, 'summary', repeat('lorem ipsum ', 20 + i %% 40)),
+           'channel_versions', jsonb_build_object(
+               '__start__', lpad(i::text, 32, '0') || '.0.243',
+               'messages', lpad((i + 1)::text, 32, '0') || '.0.512',
+               'branch:to:agent', lpad((i + 2)::text, 32, '0') || '.0.77'),
+           'versions_seen', jsonb_build_object(
+               '__input__', '{{}}'::jsonb,
+               'agent', jsonb_build_object('messages', lpad(i::text, 32, '0') || '.0.512')),
+           'updated_channels', jsonb_build_array('messages'),
+           'pending_sends', '[]'::jsonb),
+       jsonb_build_object('source', 'loop', 'step', i, 'parents', '{{}}'::jsonb,
+                          'run_id', md5(i::text))
+FROM (
+    SELECT i, moment,
+           lpad(to_hex((extract(epoch FROM moment) * 10000000)::bigint
+                       + 122192928000000000), 15, '0') AS ticks
+    FROM generate_series(0, %(rows)s - 1) AS i,
+         LATERAL (SELECT to_timestamp(%(base)s) + i * interval '1 second' AS moment) AS m
+) AS s,
+LATERAL (SELECT substr(ticks, 1, 8) || '-' || substr(ticks, 9, 4) || '-6' || substr(ticks, 13, 3)
+                || '-8' || lpad(to_hex(i %% 4096), 3, '0') || '-' || lpad(to_hex(i), 12, '0')
+         AS id) AS u
+ORDER BY i
+"""
+
+FILL_BLOBS = """
+INSERT INTO {schema}.checkpoint_blobs (thread_id, checkpoint_ns, channel, version, type, blob)
+SELECT 'thread-' || i %% %(threads)s, '', 'messages', lpad(i::text, 32, '0') || '.0.512',
+       CASE WHEN i < %(rows)s THEN 'msgpack' ELSE 'empty' END,
+       CASE WHEN i < %(rows)s THEN (
+           SELECT decode(string_agg(md5(i || '-' || j), ''), 'hex')
+           FROM generate_series(1, 128 + i %% 120) AS j) END
+FROM generate_series(0, %(rows)s + %(nulls)s - 1) AS i
+"""
+
+FILL_WRITES = """
+INSERT INTO {schema}.checkpoint_writes
+    (thread_id, checkpoint_ns, checkpoint_id, task_id, idx, channel, type, blob)
+SELECT 'thread-' || i %% %(threads)s, '', 'checkpoint-' || i, md5(i::text), 0, 'messages',
+       'msgpack', convert_to(repeat('w', 100), 'UTF8')
+FROM generate_series(0, %(rows)s - 1) AS i
+"""
+
+
+def families_samples(families: Sequence[Metric]) -> Samples:
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in families
+        for s in family.samples
+    }
+
+
+def value(samples: Samples, name: str, **labels: str) -> float:
+    return samples[(name, tuple(sorted(labels.items())))]
+
+
+def names(samples: Samples) -> set[str]:
+    return {name for name, _ in samples}
+
+
+def buckets(samples: Samples, name: str) -> dict[float, float]:
+    return {
+        float(dict(labels)["le"]): count
+        for (sample, labels), count in samples.items()
+        if sample == name + "_bucket"
+    }
+
+
+class Clock:
+    """A monotonic clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@asynccontextmanager
+async def connect(dsn: str) -> AsyncIterator[AsyncConnection[DictRow]]:
+    conn = await AsyncConnection.connect(dsn, autocommit=True, row_factory=dict_row)
+    async with conn:
+        yield conn
+
+
+@asynccontextmanager
+async def scrape_context(dsn: str, settings: Settings) -> AsyncIterator[ScrapeContext]:
+    pool = exporter_pool(dsn, settings)
+    await pool.open(wait=True)
+    try:
+        yield ScrapeContext(settings, pool)
+    finally:
+        await pool.close()
+
+
+async def fill(dsn: str, settings: Settings, base: float) -> None:
+    """LangGraph's real tables, filled in bulk, then vacuumed and analyzed.
+
+    VACUUM (not only ANALYZE) builds the visibility and free-space maps now, so a
+    later autovacuum cannot change the sizes between the scrape and the test's reads.
+    """
+    await prepare_schema(dsn, settings)
+    schema = sql.Identifier(settings.postgres_schema)
+    params = {"threads": THREAD_COUNT, "base": base}
+    async with connect(dsn) as conn:
+        for template, rows in ((FILL_CHECKPOINTS, CHECKPOINTS), (FILL_WRITES, WRITES)):
+            query = sql.SQL(template).format(schema=schema)
+            await conn.execute(query, {**params, "rows": rows})
+        query = sql.SQL(FILL_BLOBS).format(schema=schema)
+        await conn.execute(query, {**params, "rows": BLOBS, "nulls": NULL_BLOBS})
+        for table in TABLES:
+            await conn.execute(
+                sql.SQL("VACUUM (ANALYZE) {}.{}").format(schema, sql.Identifier(table))
+            )
+
+
+@pytest.fixture
+def filled_settings(settings: Settings) -> Settings:
+    return settings.replace(tables_interval=60.0)
+
+
+# Pure functions.
+
+
+def test_estimated_rows_falls_back_to_live_tuples_when_never_analyzed() -> None:
+    """reltuples wins when known (0 included); -1 (never analyzed) falls back to n_live_tup."""
+    assert estimated_rows({"reltuples": 1234.0, "n_live_tup": 99}) == 1234
+    assert estimated_rows({"reltuples": 0.0, "n_live_tup": 99}) == 0
+    assert estimated_rows({"reltuples": -1.0, "n_live_tup": 99}) == 99
+    assert estimated_rows({"reltuples": -1.0, "n_live_tup": None}) == 0
+    assert estimated_rows({}) == 0
+
+
+def test_estimated_threads_reads_negative_n_distinct_as_a_fraction() -> None:
+    """Negative n_distinct is a fraction of the rows; None (not analyzed) is 0."""
+    assert estimated_threads(400.0, 20_000) == 400
+    assert estimated_threads(-0.25, 20_000) == 5_000
+    assert estimated_threads(-1.0, 20_000) == 20_000
+    assert estimated_threads(None, 20_000) == 0
+
+
+def test_uuid6_epoch_decodes_langgraph_checkpoint_ids() -> None:
+    """A LangGraph checkpoint id decodes to when it was made; other ids decode to None."""
+    from langgraph.checkpoint.base.id import uuid6
+
+    before = time.time()
+    checkpoint_id = str(uuid6(clock_seq=3))
+    after = time.time()
+    epoch = uuid6_epoch(checkpoint_id)
+    assert epoch is not None
+    assert before - 1e-6 <= epoch <= after + 1e-6
+    assert uuid6_epoch("1ef4e5a0-1c2b-6d3e-8f00-0123456789ab") == pytest.approx(
+        uuid6_epoch("1ef4e5a0-1c2b-6d3e-bfff-ffffffffffff")
+    )
+    assert uuid6_epoch("0b7c9e7e-9c6f-4b8e-9d4a-3a4a8f0d3f52") is None  # UUIDv4
+    assert uuid6_epoch("my-own-checkpoint") is None
+
+
+def test_checkpoint_epoch_falls_back_to_ts() -> None:
+    """Without a UUIDv6 id the ISO ts counts (naive is UTC); a malformed ts gives None."""
+    assert iso_epoch("1970-01-02T00:00:00+00:00") == 86_400
+    assert iso_epoch("1970-01-02T00:00:00") == 86_400
+    assert iso_epoch("1970-01-02T01:00:00+01:00") == 86_400
+    assert iso_epoch("yesterday") is None
+    assert checkpoint_epoch("custom", "1970-01-02T00:00:00+00:00") == 86_400
+    assert checkpoint_epoch("custom", None) is None
+    assert checkpoint_epoch(None, None) is None
+
+
+def test_sample_params_aim_at_the_target_and_always_limit() -> None:
+    """The percentage reads about SAMPLE_ROWS rows; small or unknown tables are read whole."""
+    assert sample_params(1_000_000)["percent"] == pytest.approx(100 * SAMPLE_ROWS / 1_000_000)
+    assert sample_params(500)["percent"] == 100
+    assert sample_params(0)["percent"] == 100
+    assert all(sample_params(n)["limit"] == SAMPLE_ROWS for n in (0, 500, 10**9))
+    assert head_params(16)["head"] == "(16,0)"
+
+
+def test_catalog_families_report_zeros_for_missing_tables() -> None:
+    """No rows at all: every table exists 0 with zero figures and no maintenance ages."""
+    samples = families_samples(catalog_families([], None))
+    for table in TABLES:
+        assert value(samples, "langgraph_checkpointer_tables_exists", table=table) == 0
+        assert value(samples, "langgraph_checkpointer_tables_size_bytes", table=table) == 0
+        assert value(samples, "langgraph_checkpointer_tables_estimated_rows", table=table) == 0
+        for part in ("heap", "toast", "indexes"):
+            name = "langgraph_checkpointer_tables_part_size_bytes"
+            assert value(samples, name, table=table, part=part) == 0
+    assert value(samples, "langgraph_checkpointer_tables_estimated_threads") == 0
+    assert not {name for name in names(samples) if name.endswith("_age_seconds")}
+
+
+def test_catalog_families_from_hand_made_rows() -> None:
+    """Parts add up to the total, fallbacks apply, and only known maintenance ages appear."""
+    row = {
+        "table": "checkpoints",
+        "exists": True,
+        "total_bytes": 1000,
+        "table_bytes": 700,
+        "toast_bytes": 200,
+        "index_bytes": 300,
+        "reltuples": -1.0,
+        "n_live_tup": 40,
+        "n_dead_tup": 7,
+        "last_vacuum_age": None,
+        "last_autovacuum_age": 12.5,
+        "last_analyze_age": None,
+        "last_autoanalyze_age": 3.0,
+    }
+    samples = families_samples(catalog_families([row], -0.5))
+    labels = {"table": "checkpoints"}
+    parts = [
+        value(samples, "langgraph_checkpointer_tables_part_size_bytes", part=part, **labels)
+        for part in ("heap", "toast", "indexes")
+    ]
+    assert parts == [500, 200, 300]
+    assert sum(parts) == value(samples, "langgraph_checkpointer_tables_size_bytes", **labels)
+    assert value(samples, "langgraph_checkpointer_tables_estimated_rows", **labels) == 40
+    assert value(samples, "langgraph_checkpointer_tables_dead_rows", **labels) == 7
+    assert value(samples, "langgraph_checkpointer_tables_estimated_threads") == 20
+    assert value(samples, "langgraph_checkpointer_tables_last_autovacuum_age_seconds", **labels)
+    assert "langgraph_checkpointer_tables_last_vacuum_age_seconds" not in names(samples)
+    assert "langgraph_checkpointer_tables_last_analyze_age_seconds" not in names(samples)
+
+
+def test_histogram_family_counts_cumulatively() -> None:
+    """Buckets are cumulative over BUCKETS, +Inf and count equal the number of values."""
+    samples = families_samples([histogram_family("x_bytes", "Sizes.", [10, 300, 300, 5000])])
+    counts = buckets(samples, "x_bytes")
+    assert counts[256.0] == 1
+    assert counts[1024.0] == 3
+    assert counts[4096.0] == 3
+    assert counts[16384.0] == 4
+    assert counts[float("inf")] == 4
+    assert len(counts) == len(BUCKETS) + 1
+    assert value(samples, "x_bytes_count") == 4
+    assert value(samples, "x_bytes_sum") == 5610
+
+
+def test_build_sample_and_its_families() -> None:
+    """The oldest of sample and head counts; ages come from the clocks; HELP names the interval."""
+    old = "1ef00000-0000-6000-8000-000000000000"
+    new = "1ef10000-0000-6000-8000-000000000000"
+    sample = build_sample(
+        100.0,
+        [{"bytes": 900, "checkpoint_id": new, "ts": None}],
+        [{"bytes": 3000}, {"bytes": None}],
+        [{"checkpoint_id": old, "ts": None}],
+    )
+    assert sample.checkpoint_bytes == (900,)
+    assert sample.blob_bytes == (3000,)
+    assert sample.oldest_checkpoint == uuid6_epoch(old)
+    assert sample.oldest_checkpoint is not None
+    families = sample_families(sample, 60.0, 112.5, sample.oldest_checkpoint + 3600)
+    samples = families_samples(families)
+    assert value(samples, "langgraph_checkpointer_tables_oldest_checkpoint_age_seconds") == 3600
+    assert value(samples, "langgraph_checkpointer_tables_sample_age_seconds") == 12.5
+    assert value(samples, "langgraph_checkpointer_tables_sample_rows", table="checkpoints") == 1
+    assert all("at most every 60 s" in family.documentation for family in families)
+    empty = families_samples(sample_families(Sample(taken_at=0.0), 60.0, 1.0, 1.0))
+    assert "langgraph_checkpointer_tables_oldest_checkpoint_age_seconds" not in names(empty)
+    assert value(empty, "langgraph_checkpointer_tables_checkpoint_size_bytes_count") == 0
+
+
+async def test_collector_without_database_returns_nothing(memory_settings: Settings) -> None:
+    """No PostgreSQL configured: no families, no failure."""
+    assert await TablesCollector().collect(ScrapeContext(memory_settings)) == []
+
+
+# Against a real database.
+
+
+async def test_figures_match_the_rows_inserted(dsn: str, filled_settings: Settings) -> None:
+    """Sizes equal pg_total_relation_size; estimates, threads, oldest age and sizes fit the data."""
+    base = time.time() - AGE_DAYS * 86_400
+    await fill(dsn, filled_settings, base)
+    collector = TablesCollector()
+    async with scrape_context(dsn, filled_settings) as ctx:
+        samples = families_samples(await collector.collect(ctx))
+    scraped_at = time.time()
+    schema = filled_settings.postgres_schema
+    async with connect(dsn) as conn:
+        cursor = await conn.execute(
+            "SELECT relname, pg_total_relation_size(c.oid) AS total FROM pg_class c"
+            " JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE n.nspname = %s AND relname = ANY(%s)",
+            (schema, list(TABLES)),
+        )
+        totals = {row["relname"]: row["total"] for row in await cursor.fetchall()}
+        cursor = await conn.execute(
+            sql.SQL(
+                "SELECT min(pg_column_size(checkpoint) + pg_column_size(metadata)) AS low,"
+                " max(pg_column_size(checkpoint) + pg_column_size(metadata)) AS high"
+                " FROM {}.checkpoints"
+            ).format(sql.Identifier(schema))
+        )
+        checkpoint_range = await cursor.fetchone()
+        cursor = await conn.execute(
+            sql.SQL("SELECT count(*) AS n FROM {}.checkpoint_migrations").format(
+                sql.Identifier(schema)
+            )
+        )
+        migrations = await cursor.fetchone()
+    assert checkpoint_range is not None
+    assert migrations is not None
+
+    inserted = {
+        "checkpoints": CHECKPOINTS,
+        "checkpoint_blobs": BLOBS + NULL_BLOBS,
+        "checkpoint_writes": WRITES,
+        "checkpoint_migrations": migrations["n"],
+    }
+    for table in TABLES:
+        labels = {"table": table}
+        assert value(samples, "langgraph_checkpointer_tables_exists", **labels) == 1
+        total = value(samples, "langgraph_checkpointer_tables_size_bytes", **labels)
+        assert total == totals[table] > 0
+        parts = [
+            value(samples, "langgraph_checkpointer_tables_part_size_bytes", part=part, **labels)
+            for part in ("heap", "toast", "indexes")
+        ]
+        assert sum(parts) == total
+        assert all(part >= 0 for part in parts)
+        rows = value(samples, "langgraph_checkpointer_tables_estimated_rows", **labels)
+        assert rows == pytest.approx(inserted[table], rel=0.1)
+        for kind in ("vacuum", "analyze"):
+            age = value(samples, f"langgraph_checkpointer_tables_last_{kind}_age_seconds", **labels)
+            assert 0 <= age < 300
+    toast = value(
+        samples,
+        "langgraph_checkpointer_tables_part_size_bytes",
+        table="checkpoint_blobs",
+        part="toast",
+    )
+    assert toast > BLOBS * BLOB_MIN * 0.9  # the blobs live out of line
+
+    threads = value(samples, "langgraph_checkpointer_tables_estimated_threads")
+    assert threads == pytest.approx(THREAD_COUNT, rel=0.1)
+
+    # Checkpoint 0, written at `base`, lies on the heap's first page: found exactly. The age
+    # is taken at the scrape, so it trails `now - base` by the few seconds since the scrape.
+    age = value(samples, "langgraph_checkpointer_tables_oldest_checkpoint_age_seconds")
+    assert scraped_at - base - 5 <= age <= scraped_at - base + 1e-3
+
+    sampled = value(samples, "langgraph_checkpointer_tables_sample_rows", table="checkpoints")
+    assert 0 < sampled <= SAMPLE_ROWS
+    name = "langgraph_checkpointer_tables_checkpoint_size_bytes"
+    assert value(samples, name + "_count") == sampled
+    low, high = checkpoint_range["low"], checkpoint_range["high"]
+    assert low * sampled <= value(samples, name + "_sum") <= high * sampled
+    for bound, count in buckets(samples, name).items():
+        assert count == (0 if bound < low else sampled) or low <= bound < high
+
+    blobs = value(samples, "langgraph_checkpointer_tables_sample_rows", table="checkpoint_blobs")
+    assert 0 < blobs <= SAMPLE_ROWS
+    name = "langgraph_checkpointer_tables_blob_size_bytes"
+    assert value(samples, name + "_count") == blobs
+    assert BLOB_MIN * blobs <= value(samples, name + "_sum") <= BLOB_MAX * blobs
+    counts = buckets(samples, name)
+    assert counts[1024.0] == 0
+    assert counts[4096.0] == blobs
+    assert value(samples, "langgraph_checkpointer_tables_sample_age_seconds") < 5
+
+
+async def test_sample_is_cached_within_the_interval(dsn: str, filled_settings: Settings) -> None:
+    """Within the interval the sample is reused and ages; after it, it is redrawn."""
+    await prepare_schema(dsn, filled_settings)
+    clock = Clock()
+    collector = TablesCollector(clock=clock)
+    schema = sql.Identifier(filled_settings.postgres_schema)
+    async with scrape_context(dsn, filled_settings) as ctx:
+        first = families_samples(await collector.collect(ctx))
+        drawn = collector.sample
+        async with connect(dsn) as conn:
+            query = sql.SQL(FILL_BLOBS).format(schema=schema)
+            await conn.execute(query, {"threads": 10, "rows": 50, "nulls": 0})
+        clock.now += 59.0
+        second = families_samples(await collector.collect(ctx))
+        assert collector.sample is drawn
+        clock.now += 1.0
+        third = families_samples(await collector.collect(ctx))
+        assert collector.sample is not drawn
+    name = "langgraph_checkpointer_tables_sample_age_seconds"
+    assert (value(first, name), value(second, name), value(third, name)) == (0, 59, 0)
+    rows = "langgraph_checkpointer_tables_sample_rows"
+    assert value(first, rows, table="checkpoint_blobs") == 0
+    assert value(second, rows, table="checkpoint_blobs") == 0
+    assert value(third, rows, table="checkpoint_blobs") == 50
+
+
+def plan_nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    yield plan
+    for child in plan.get("Plans", ()):
+        yield from plan_nodes(child)
+
+
+async def test_queries_never_scan_the_checkpoint_tables_whole(
+    dsn: str, filled_settings: Settings
+) -> None:
+    """No sequential scan of a checkpoint table; samples and the head read a bounded share."""
+    await fill(dsn, filled_settings, time.time() - 3600)
+    schema = filled_settings.postgres_schema
+    checkpoints_params = sample_params(CHECKPOINTS)
+    queries: list[tuple[sql.Composable, dict[str, Any], str | None]] = [
+        (sql.SQL(CATALOG), {"tables": list(TABLES), "schema": schema}, None),
+        (sql.SQL(THREADS), {"schema": schema}, None),
+        (schema_query(CHECKPOINT_SAMPLE, schema), checkpoints_params, "Sample Scan"),
+        (schema_query(BLOB_SAMPLE, schema), sample_params(BLOBS + NULL_BLOBS), "Sample Scan"),
+        (schema_query(OLDEST_HEAD, schema), head_params(), "Tid Range Scan"),
+    ]
+    async with connect(dsn) as conn:
+        cursor = await conn.execute(
+            sql.SQL("SELECT relpages FROM pg_class WHERE oid = {}::regclass").format(
+                sql.Literal(f"{schema}.checkpoints")
+            )
+        )
+        page_row = await cursor.fetchone()
+        assert page_row is not None
+        pages = page_row["relpages"]
+        assert pages > 20 * HEAD_PAGES
+        for query, params, scan in queries:
+            explain = sql.SQL("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) ") + query
+            cursor = await conn.execute(explain, params)
+            row = await cursor.fetchone()
+            assert row is not None
+            document = row["QUERY PLAN"]
+            plan = (json.loads(document) if isinstance(document, str) else document)[0]["Plan"]
+            nodes = list(plan_nodes(plan))
+            for node in nodes:
+                assert not (
+                    node["Node Type"] == "Seq Scan" and node.get("Relation Name") in TABLES
+                ), node
+            if scan is not None:
+                assert scan in {node["Node Type"] for node in nodes}
+                touched = plan["Shared Hit Blocks"] + plan["Shared Read Blocks"]
+                assert touched < pages / 4, (scan, touched, pages)
+
+
+@pytest.mark.parametrize("create_schema", [False, True], ids=["no-schema", "empty-schema"])
+async def test_absent_tables_report_zeros(
+    dsn: str, settings: Settings, create_schema: bool
+) -> None:
+    """Without the tables (or their schema): success, exists 0, zero sizes, empty histograms."""
+    settings = settings.replace(postgres_schema="nothing_here")
+    if create_schema:
+        async with connect(dsn) as conn:
+            await conn.execute("CREATE SCHEMA nothing_here")
+    async with scrape_context(dsn, settings) as ctx:
+        samples = families_samples(await TablesCollector().collect(ctx))
+    for table in TABLES:
+        assert value(samples, "langgraph_checkpointer_tables_exists", table=table) == 0
+        assert value(samples, "langgraph_checkpointer_tables_size_bytes", table=table) == 0
+        assert value(samples, "langgraph_checkpointer_tables_estimated_rows", table=table) == 0
+    assert value(samples, "langgraph_checkpointer_tables_estimated_threads") == 0
+    assert value(samples, "langgraph_checkpointer_tables_checkpoint_size_bytes_count") == 0
+    assert value(samples, "langgraph_checkpointer_tables_blob_size_bytes_count") == 0
+    assert value(samples, "langgraph_checkpointer_tables_sample_rows", table="checkpoints") == 0
+    assert "langgraph_checkpointer_tables_oldest_checkpoint_age_seconds" not in names(samples)
+    assert not {name for name in names(samples) if name.endswith("vacuum_age_seconds")}
+
+
+async def test_sidecar_serves_table_metrics(dsn: str, settings: Settings) -> None:
+    """Over HTTP: the tables' series appear and the collector reports success."""
+    await prepare_schema(dsn, settings)
+    async with (
+        Sidecar(settings, registry=CollectorRegistry(), collectors=(TablesCollector(),)) as sidecar,
+        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http,
+        http.get(sidecar.url + "/metrics") as response,
+    ):
+        assert response.status == 200
+        text = await response.text()
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+    assert value(samples, "langgraph_checkpointer_tables_exists", table="checkpoints") == 1
+    assert value(samples, "langgraph_checkpointer_tables_size_bytes", table="checkpoints") > 0
+    assert value(samples, "langgraph_checkpointer_tables_sample_rows", table="checkpoints") == 0
+    assert (
+        value(samples, "langgraph_checkpointer_scrape_collector_success", collector="tables") == 1
+    )
