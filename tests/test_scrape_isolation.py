@@ -1,0 +1,95 @@
+"""A collector failing for a real reason costs only its own series; the scrape still answers."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import aiohttp
+import psycopg
+import pytest
+from prometheus_client import CollectorRegistry
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from exporter import Sidecar
+from exporter.checkpointer.factory import prepare_schema
+from exporter.settings import Settings
+from tests.test_sidecar import parse_metrics, value
+
+COLLECTORS = ("activity", "migrations", "pool", "statements", "tables")
+
+
+@pytest.fixture
+async def monitor_dsn(settings: Settings, dsn: str) -> str:
+    """A least-privilege monitoring role (pg_monitor, read on the schema) and its DSN."""
+    await prepare_schema(dsn, settings)
+    role = f"monitor_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f"CREATE ROLE {role} LOGIN")
+        conn.execute(f"GRANT pg_monitor TO {role}")
+        conn.execute(f"GRANT USAGE ON SCHEMA workflow_checkpoints TO {role}")
+        conn.execute(f"GRANT SELECT ON ALL TABLES IN SCHEMA workflow_checkpoints TO {role}")
+    return make_conninfo(dsn, user=role)
+
+
+@pytest.fixture
+def locked_migrations(dsn: str, monitor_dsn: str) -> Iterator[None]:
+    """Hold checkpoint_migrations in ACCESS EXCLUSIVE mode, as a long migration would."""
+    with psycopg.connect(dsn) as conn:
+        conn.execute(
+            "LOCK TABLE workflow_checkpoints.checkpoint_migrations IN ACCESS EXCLUSIVE MODE"
+        )
+        yield
+        conn.rollback()
+
+
+async def scrape_all(settings: Settings) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    async with (
+        Sidecar(settings, registry=CollectorRegistry()) as sidecar,
+        aiohttp.ClientSession() as http,
+        http.get(sidecar.url + "/metrics") as response,
+    ):
+        assert response.status == 200
+        return parse_metrics(await response.text())
+
+
+def assert_only_failed(
+    samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], failed: set[str]
+) -> None:
+    """Exactly ``failed`` report success 0 and export nothing else; the rest all succeed."""
+    success = "langgraph_checkpointer_scrape_collector_success"
+    for name in COLLECTORS:
+        assert value(samples, success, collector=name) == (0 if name in failed else 1), name
+        own = [key for key in samples if key[0].startswith(f"langgraph_checkpointer_{name}_")]
+        assert bool(own) == (name not in failed), name
+    assert value(samples, "langgraph_checkpointer_up") == 1
+
+
+async def test_a_revoked_privilege_fails_only_its_collector(
+    settings: Settings, dsn: str, monitor_dsn: str
+) -> None:
+    """Without SELECT on checkpoint_migrations, only the migrations collector reports failure."""
+    user = conninfo_to_dict(monitor_dsn)["user"]
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f"REVOKE SELECT ON workflow_checkpoints.checkpoint_migrations FROM {user}")
+    samples = await scrape_all(settings.replace(postgres_connection_string=monitor_dsn))
+    assert_only_failed(samples, {"migrations"})
+    assert value(samples, "langgraph_checkpointer_tables_exists", table="checkpoints") == 1
+
+
+@pytest.mark.usefixtures("locked_migrations")
+async def test_a_query_past_its_timeout_fails_only_its_collector(
+    settings: Settings, monitor_dsn: str
+) -> None:
+    """Queries stuck behind a lock hit the exporter's timeouts; the others still report.
+
+    Both collectors that open checkpoint_migrations wait for the lock: migrations reads
+    it, and tables asks for its size, which takes a share lock on the relation.
+    """
+    settings = settings.replace(postgres_connection_string=monitor_dsn, collector_timeout=1.0)
+    samples = await scrape_all(settings)
+    assert_only_failed(samples, {"migrations", "tables"})
+    for name in ("migrations", "tables"):
+        took = value(samples, "langgraph_checkpointer_scrape_collector_duration_seconds",
+                     collector=name)  # fmt: skip
+        assert took <= 1.5
