@@ -11,7 +11,6 @@ import aiohttp
 import psycopg
 import pytest
 from prometheus_client import CollectorRegistry
-from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 from psycopg import AsyncConnection
 
@@ -24,10 +23,9 @@ from exporter.collectors.activity import (
     activity_families,
 )
 from exporter.collectors.base import ScrapeContext
-from exporter.database import EXPORTER_APPLICATION_NAME, exporter_pool
+from exporter.database import EXPORTER_APPLICATION_NAME
 from exporter.settings import Settings
-
-Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+from tests.samples import Samples, samples_of, scrape_context
 
 SUMMARY: dict[str, Any] = {
     "server_connections": 12,
@@ -39,15 +37,6 @@ SUMMARY: dict[str, Any] = {
     "idle_in_transaction_connections": 2,
     "oldest_idle_in_transaction_seconds": None,
 }
-
-
-def samples_of(families: list[Metric]) -> Samples:
-    """Every sample, keyed by name and sorted labels."""
-    return {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in families
-        for s in family.samples
-    }
 
 
 def connections(samples: Samples, state: str, application: str) -> float:
@@ -117,12 +106,8 @@ async def test_no_database_means_no_families(memory_settings: Settings) -> None:
 @pytest.fixture
 async def context(dsn: str, settings: Settings) -> AsyncIterator[ScrapeContext]:
     """A scrape context on the exporter's own pool, opened for the test."""
-    pool = exporter_pool(dsn, settings)
-    await pool.open(wait=True)
-    try:
-        yield ScrapeContext(settings, pool)
-    finally:
-        await pool.close()
+    async with scrape_context(dsn, settings) as ctx:
+        yield ctx
 
 
 @pytest.fixture

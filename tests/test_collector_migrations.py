@@ -6,7 +6,6 @@ import aiohttp
 import psycopg
 import pytest
 from prometheus_client import CollectorRegistry
-from prometheus_client.metrics_core import Metric
 
 from exporter import Sidecar
 from exporter.checkpointer.factory import prepare_schema
@@ -19,19 +18,13 @@ from exporter.collectors.migrations import (
 )
 from exporter.database import exporter_pool
 from exporter.settings import Settings
-from tests.test_sidecar import parse_metrics, value
-
-Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+from tests.samples import Samples, parse_metrics, samples_of, value
 
 DATABASE_VERSION = "langgraph_checkpointer_migrations_database_version"
 LIBRARY = "langgraph_checkpointer_migrations_library_version"
 BEHIND = "langgraph_checkpointer_migrations_behind"
 AHEAD = "langgraph_checkpointer_migrations_ahead"
 TABLE_EXISTS = "langgraph_checkpointer_migrations_table_exists"
-
-
-def samples_of(families: list[Metric]) -> Samples:
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value for f in families for s in f.samples}
 
 
 async def collect(settings: Settings) -> Samples:

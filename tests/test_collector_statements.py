@@ -7,7 +7,6 @@ start the distribution's PostgreSQL (see tests/debian_postgres.py).
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -16,7 +15,6 @@ import pytest
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.postgres import base
 from prometheus_client import CollectorRegistry
-from prometheus_client.metrics_core import Metric
 from structlog.testing import capture_logs
 
 from exporter import Sidecar, build_checkpointer
@@ -29,13 +27,11 @@ from exporter.collectors.statements import (
     statements_families,
 )
 from exporter.database import exporter_pool
-from exporter.settings import ListenAddress, Settings
+from exporter.settings import Settings
 from tests import debian_postgres as debian_postgres_module
 from tests.debian_postgres import require_bindir
 from tests.graphs import config, review_graph
-from tests.test_sidecar import parse_metrics, value
-
-Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+from tests.samples import Samples, parse_metrics, samples_of, value
 
 AVAILABLE = "langgraph_checkpointer_statements_available"
 CALLS = "langgraph_checkpointer_statements_calls_total"
@@ -46,10 +42,6 @@ SUCCESS = "langgraph_checkpointer_scrape_collector_success"
 UNAVAILABLE_EVENT = "pg_stat_statements_unavailable"
 
 
-def samples_of(families: list[Metric]) -> Samples:
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value for f in families for s in f.samples}
-
-
 def normalized(statement: str) -> str:
     """``statement`` as pg_stat_statements shows it: psycopg's ``%s`` become ``$1``, ``$2``..."""
     numbers = iter(range(1, 1000))
@@ -57,15 +49,9 @@ def normalized(statement: str) -> str:
 
 
 @pytest.fixture
-def statements_settings(statements_dsn: str, tmp_path: Path) -> Settings:
-    return Settings(
-        postgres_connection_string=statements_dsn,
-        listen_address=ListenAddress("127.0.0.1", 0),
-        data_dir=tmp_path / "pgdata",
-        collector_timeout=2.0,
-        connect_timeout=2.0,
-        pool_timeout=5.0,
-    )
+def statements_settings(statements_dsn: str, settings: Settings) -> Settings:
+    """The usual test settings, on a database that has pg_stat_statements."""
+    return settings.replace(postgres_connection_string=statements_dsn)
 
 
 async def collect(settings: Settings, collector: StatementsCollector | None = None) -> Samples:

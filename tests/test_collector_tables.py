@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import aiohttp
 import pytest
 from prometheus_client import CollectorRegistry
-from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 from psycopg import AsyncConnection, sql
 from psycopg.rows import DictRow, dict_row
@@ -44,10 +43,8 @@ from exporter.collectors.tables import (
     schema_query,
     uuid6_epoch,
 )
-from exporter.database import exporter_pool
 from exporter.settings import Settings
-
-Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+from tests.samples import Samples, samples_of, scrape_context, value
 
 CHECKPOINTS = 20_000
 THREAD_COUNT = 400
@@ -113,18 +110,6 @@ FROM generate_series(0, %(rows)s - 1) AS i
 """
 
 
-def families_samples(families: Sequence[Metric]) -> Samples:
-    return {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in families
-        for s in family.samples
-    }
-
-
-def value(samples: Samples, name: str, **labels: str) -> float:
-    return samples[(name, tuple(sorted(labels.items())))]
-
-
 def names(samples: Samples) -> set[str]:
     return {name for name, _ in samples}
 
@@ -152,16 +137,6 @@ async def connect(dsn: str) -> AsyncIterator[AsyncConnection[DictRow]]:
     conn = await AsyncConnection.connect(dsn, autocommit=True, row_factory=dict_row)
     async with conn:
         yield conn
-
-
-@asynccontextmanager
-async def scrape_context(dsn: str, settings: Settings) -> AsyncIterator[ScrapeContext]:
-    pool = exporter_pool(dsn, settings)
-    await pool.open(wait=True)
-    try:
-        yield ScrapeContext(settings, pool)
-    finally:
-        await pool.close()
 
 
 async def fill(dsn: str, settings: Settings, base: float) -> None:
@@ -249,7 +224,7 @@ def test_sample_params_aim_at_the_target_and_always_limit() -> None:
 
 def test_catalog_families_report_zeros_for_missing_tables() -> None:
     """No rows at all: every table exists 0 with zero figures and no maintenance ages."""
-    samples = families_samples(catalog_families([], None))
+    samples = samples_of(catalog_families([], None))
     for table in TABLES:
         assert value(samples, "langgraph_checkpointer_tables_exists", table=table) == 0
         assert value(samples, "langgraph_checkpointer_tables_size_bytes", table=table) == 0
@@ -278,7 +253,7 @@ def test_catalog_families_from_hand_made_rows() -> None:
         "last_analyze_age": None,
         "last_autoanalyze_age": 3.0,
     }
-    samples = families_samples(catalog_families([row], -0.5))
+    samples = samples_of(catalog_families([row], -0.5))
     labels = {"table": "checkpoints"}
     parts = [
         value(samples, "langgraph_checkpointer_tables_part_size_bytes", part=part, **labels)
@@ -296,7 +271,7 @@ def test_catalog_families_from_hand_made_rows() -> None:
 
 def test_histogram_family_counts_cumulatively() -> None:
     """Buckets are cumulative over BUCKETS, +Inf and count equal the number of values."""
-    samples = families_samples([histogram_family("x_bytes", "Sizes.", [10, 300, 300, 5000])])
+    samples = samples_of([histogram_family("x_bytes", "Sizes.", [10, 300, 300, 5000])])
     counts = buckets(samples, "x_bytes")
     assert counts[256.0] == 1
     assert counts[1024.0] == 3
@@ -323,12 +298,12 @@ def test_build_sample_and_its_families() -> None:
     assert sample.oldest_checkpoint == uuid6_epoch(old)
     assert sample.oldest_checkpoint is not None
     families = sample_families(sample, 60.0, 112.5, sample.oldest_checkpoint + 3600)
-    samples = families_samples(families)
+    samples = samples_of(families)
     assert value(samples, "langgraph_checkpointer_tables_oldest_checkpoint_age_seconds") == 3600
     assert value(samples, "langgraph_checkpointer_tables_sample_age_seconds") == 12.5
     assert value(samples, "langgraph_checkpointer_tables_sample_rows", table="checkpoints") == 1
     assert all("at most every 60 s" in family.documentation for family in families)
-    empty = families_samples(sample_families(Sample(taken_at=0.0), 60.0, 1.0, 1.0))
+    empty = samples_of(sample_families(Sample(taken_at=0.0), 60.0, 1.0, 1.0))
     assert "langgraph_checkpointer_tables_oldest_checkpoint_age_seconds" not in names(empty)
     assert value(empty, "langgraph_checkpointer_tables_checkpoint_size_bytes_count") == 0
 
@@ -347,7 +322,7 @@ async def test_figures_match_the_rows_inserted(dsn: str, filled_settings: Settin
     await fill(dsn, filled_settings, base)
     collector = TablesCollector()
     async with scrape_context(dsn, filled_settings) as ctx:
-        samples = families_samples(await collector.collect(ctx))
+        samples = samples_of(await collector.collect(ctx))
     scraped_at = time.time()
     schema = filled_settings.postgres_schema
     async with connect(dsn) as conn:
@@ -440,16 +415,16 @@ async def test_sample_is_cached_within_the_interval(dsn: str, filled_settings: S
     collector = TablesCollector(clock=clock)
     schema = sql.Identifier(filled_settings.postgres_schema)
     async with scrape_context(dsn, filled_settings) as ctx:
-        first = families_samples(await collector.collect(ctx))
+        first = samples_of(await collector.collect(ctx))
         drawn = collector.sample
         async with connect(dsn) as conn:
             query = sql.SQL(FILL_BLOBS).format(schema=schema)
             await conn.execute(query, {"threads": 10, "rows": 50, "nulls": 0})
         clock.now += 59.0
-        second = families_samples(await collector.collect(ctx))
+        second = samples_of(await collector.collect(ctx))
         assert collector.sample is drawn
         clock.now += 1.0
-        third = families_samples(await collector.collect(ctx))
+        third = samples_of(await collector.collect(ctx))
         assert collector.sample is not drawn
     name = "langgraph_checkpointer_tables_sample_age_seconds"
     assert (value(first, name), value(second, name), value(third, name)) == (0, 59, 0)
@@ -517,7 +492,7 @@ async def test_absent_tables_report_zeros(
         async with connect(dsn) as conn:
             await conn.execute("CREATE SCHEMA nothing_here")
     async with scrape_context(dsn, settings) as ctx:
-        samples = families_samples(await TablesCollector().collect(ctx))
+        samples = samples_of(await TablesCollector().collect(ctx))
     for table in TABLES:
         assert value(samples, "langgraph_checkpointer_tables_exists", table=table) == 0
         assert value(samples, "langgraph_checkpointer_tables_size_bytes", table=table) == 0

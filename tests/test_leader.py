@@ -22,9 +22,9 @@ from exporter import Sidecar
 from exporter.collectors.base import ScrapeContext
 from exporter.collectors.pool import PoolCollector
 from exporter.settings import Settings
+from tests.samples import Samples, parse_metrics, value
 from tests.test_factory import closed_port
 from tests.test_serve import wait_until_serving
-from tests.test_sidecar import parse_metrics, value
 
 WIDE = "langgraph_checkpointer_test_wide"
 
@@ -42,9 +42,6 @@ class WideCollector:
 def sidecar(settings: Settings) -> Sidecar:
     return Sidecar(settings, registry=CollectorRegistry(),
                    collectors=(PoolCollector(), WideCollector()))  # fmt: skip
-
-
-Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
 async def scrape(http: aiohttp.ClientSession, car: Sidecar) -> Samples:

@@ -14,8 +14,8 @@ from prometheus_client import CollectorRegistry
 
 from exporter.loadtest import LoadtestOptions, percentile, run_loadtest
 from exporter.settings import ListenAddress, Settings
+from tests.samples import parse_metrics, value
 from tests.test_factory import closed_port
-from tests.test_sidecar import parse_metrics, value
 
 # The input checkpoint (step -1), the one after START, then one per node run:
 # plan, research, draft, review, draft, review.

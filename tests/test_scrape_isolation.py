@@ -14,7 +14,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from exporter import Sidecar
 from exporter.checkpointer.factory import prepare_schema
 from exporter.settings import Settings
-from tests.test_sidecar import parse_metrics, value
+from tests.samples import parse_metrics, value
 
 COLLECTORS = ("activity", "migrations", "pool", "statements", "tables")
 

@@ -23,24 +23,10 @@ from exporter.collectors.base import ScrapeContext
 from exporter.collectors.pool import PoolCollector
 from exporter.settings import ListenAddress, Settings
 from tests.graphs import config, review_graph
+from tests.samples import parse_metrics, value
 from tests.test_factory import closed_port
 
 PASSWORD = "development_password"
-
-
-def parse_metrics(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    """Every sample of a text exposition, keyed by name and sorted labels."""
-    return {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }
-
-
-def value(
-    samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str, **labels: str
-) -> float:
-    return samples[(name, tuple(sorted(labels.items())))]
 
 
 @pytest.fixture
