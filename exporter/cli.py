@@ -16,7 +16,6 @@ from prometheus_client import disable_created_metrics
 from exporter.checkpointer.factory import CheckpointerUnavailableError
 from exporter.database import connection_string
 from exporter.embedded import EmbeddedDatabaseError
-from exporter.loadtest import LoadtestOptions, render, run_loadtest
 from exporter.log import configure_logging, get_logger
 from exporter.redact import redact
 from exporter.settings import (
@@ -140,6 +139,10 @@ async def serve(settings: Settings) -> int:
 
 
 async def loadtest(settings: Settings, namespace: argparse.Namespace, serve_too: bool) -> int:
+    # Imported here: the load test pulls in LangGraph's graph machinery (about 24 MB
+    # resident) that `serve` never uses.
+    from exporter.loadtest import LoadtestOptions, render, run_loadtest
+
     options = LoadtestOptions(
         workflows=namespace.workflows,
         duration=namespace.duration,

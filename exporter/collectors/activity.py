@@ -47,7 +47,8 @@ GROUP BY state, application_name
 """
 
 # One row: the server's limits (`reserved_connections` exists from PostgreSQL
-# 16, hence pg_settings rather than SHOW), every client backend on the server,
+# 16, hence current_setting(..., missing_ok); pg_settings would cost a scan of
+# every setting on each scrape), every client backend on the server,
 # and this database's ages and waits. Ages are clamped at zero: a session can
 # start its transaction after this statement's now() and before the snapshot.
 SUMMARY: Final = """
@@ -60,10 +61,9 @@ WITH backends AS (
     WHERE backend_type = 'client backend'
 )
 SELECT
-    (SELECT setting::bigint FROM pg_settings WHERE name = 'max_connections')
-        AS max_connections,
-    (SELECT coalesce(sum(setting::bigint), 0) FROM pg_settings
-     WHERE name IN ('superuser_reserved_connections', 'reserved_connections'))
+    current_setting('max_connections')::bigint AS max_connections,
+    current_setting('superuser_reserved_connections')::bigint
+        + coalesce(current_setting('reserved_connections', true)::bigint, 0)
         AS reserved_connections,
     count(*) AS server_connections,
     greatest(extract(epoch FROM max(now() - xact_start) FILTER (WHERE here))::float8, 0)
