@@ -18,7 +18,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from exporter import sql
 from exporter.embedded import embedded_database
-from exporter.redact import redact
+from exporter.redact import describe_error
 from exporter.settings import Settings
 
 EXPORTER_APPLICATION_NAME = "checkpoint-exporter"
@@ -109,7 +109,7 @@ async def ping(pool: AsyncConnectionPool[Any], deadline: float) -> Ping:
             cursor = await conn.execute(sql.SERVER_VERSION)
             row = await cursor.fetchone()
     except (TimeoutError, psycopg.Error, PoolTimeout, OSError) as exc:
-        message = redact(f"{type(exc).__name__}: {exc}".strip().splitlines()[0])
+        message = describe_error(exc)
         return Ping(False, perf_counter() - started, error=message)
     version = str(row["version"]) if row else None
     return Ping(True, perf_counter() - started, server_version=version)

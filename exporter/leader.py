@@ -18,7 +18,7 @@ from psycopg import AsyncConnection
 from exporter import sql
 from exporter.database import exporter_connect_kwargs
 from exporter.log import get_logger
-from exporter.redact import redact
+from exporter.redact import describe_error
 from exporter.settings import Settings
 
 log = get_logger("leader")
@@ -44,7 +44,7 @@ class LeaderElection:
             async with self._lock, asyncio.timeout(self._settings.collector_timeout):
                 return await self._check()
         except (psycopg.Error, OSError, TimeoutError) as exc:
-            await self._lose(redact(f"{type(exc).__name__}: {exc}".strip().splitlines()[0]))
+            await self._lose(describe_error(exc))
             return False
 
     async def _check(self) -> bool:

@@ -47,3 +47,11 @@ def redact(text: str) -> str:
         for secret in secrets:
             text = text.replace(secret, MASK)
     return text
+
+
+def describe_error(exc: BaseException) -> str:
+    """One masked line naming ``exc`` and its message, for logs, health and errors.
+
+    Driver messages span lines (libpq adds DETAIL and HINT); the first says what failed.
+    """
+    return redact(f"{type(exc).__name__}: {exc}".strip().splitlines()[0])

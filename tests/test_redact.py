@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 import exporter.redact
-from exporter.redact import MASK, redact, register_secret
+from exporter.redact import MASK, describe_error, redact, register_secret
 
 
 @pytest.fixture(autouse=True)
@@ -175,3 +175,9 @@ def test_redact_is_idempotent() -> None:
     assert redact(once) == once
     assert "pw1234" not in once
     assert "hunter2-pw" not in once
+
+
+def test_describe_error_is_one_masked_line() -> None:
+    """describe_error names the class, keeps only the first line, and masks passwords."""
+    error = ConnectionError("failed at postgresql://u:s3cr3t-pw@h/db\nDETAIL: more\nHINT: x")
+    assert describe_error(error) == "ConnectionError: failed at postgresql://u:***@h/db"

@@ -22,7 +22,7 @@ from exporter.checkpointer.instrumented import InstrumentedSaver, Observer, wrap
 from exporter.checkpointer.metrics import saver_metrics
 from exporter.database import checkpointer_connect_kwargs, connection_string
 from exporter.log import get_logger
-from exporter.redact import redact
+from exporter.redact import describe_error, redact
 from exporter.settings import Settings
 
 log = get_logger("checkpointer")
@@ -119,7 +119,7 @@ async def build_checkpointer(
             await prepare_schema(conninfo, settings)
             pool = await open_checkpointer_pool(conninfo, settings)
         except (psycopg.Error, PoolTimeout, OSError) as exc:
-            reason = redact(f"{type(exc).__name__}: {exc}".strip().splitlines()[0])
+            reason = describe_error(exc)
             if not settings.fallback_to_memory:
                 raise CheckpointerUnavailableError(
                     f"PostgreSQL at {redact(conninfo)} is unavailable: {reason}"

@@ -28,14 +28,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Final
 
-import psycopg
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from psycopg import errors, sql
 
 from exporter.collectors.base import ScrapeContext
 from exporter.log import get_logger
-from exporter.redact import redact
+from exporter.redact import describe_error
 
 log = get_logger("statements")
 
@@ -199,7 +198,7 @@ class StatementsCollector:
             try:
                 cursor = await conn.execute(query, (STATEMENTS_FILTER,))
             except UNAVAILABLE_ERRORS as exc:
-                return self._unavailable(_reason(exc))
+                return self._unavailable(describe_error(exc))
             rows = await cursor.fetchall()
         self._reported_unavailable = False
         return statements_families(rows)
@@ -210,8 +209,3 @@ class StatementsCollector:
             log.info("pg_stat_statements_unavailable", reason=reason)
             self._reported_unavailable = True
         return [available_family(False)]
-
-
-def _reason(exc: psycopg.Error) -> str:
-    """The error's class and first line, e.g. ``InsufficientPrivilege: permission denied ...``."""
-    return redact(f"{type(exc).__name__}: {exc}".strip().splitlines()[0])
