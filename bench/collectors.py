@@ -28,24 +28,26 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
-import hashlib
 import itertools
 import json
-import math
-import os
-import platform
-import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from time import perf_counter
 from typing import Any, Final
 
+from benchlib import (
+    ROOT,
+    code_under_test,
+    describe_code,
+    environment,
+    median,
+    median_interval,
+    span,
+)
 from prometheus_client.metrics_core import Metric
 from psycopg import AsyncConnection, sql
 from psycopg.rows import DictRow, dict_row
@@ -61,6 +63,7 @@ from exporter.log import configure_logging
 from exporter.scrape import SUCCESS, run_collectors
 from exporter.settings import Settings
 
+COLLECTORS: Final = ROOT / "exporter" / "collectors"
 RATIO_TARGET: Final = 1.5  # large/small, per collect
 SIZES: Final = ("small", "large")
 SCHEMAS: Final = {"small": "bench_small", "large": "bench_large"}
@@ -161,31 +164,6 @@ FROM {schema}.checkpoints, generate_series(0, %(per_checkpoint)s - 1) AS w
 """
 
 FILL_MARK: Final = "SELECT obj_description(%s::regnamespace, 'pg_namespace') AS mark"
-
-
-def median(values: Sequence[float]) -> float:
-    return statistics.median(values) if values else 0.0
-
-
-def median_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float]:
-    """Distribution-free interval for the median, from order statistics (as bench/overhead.py).
-
-    The true median lies between the k-th smallest and the k-th largest of n
-    values with probability 1 - 2 P(Binomial(n, 1/2) < k); the narrowest such
-    pair that still reaches ``confidence`` is returned.
-    """
-    ordered = sorted(values)
-    n = len(ordered)
-    if n == 0:
-        return (0.0, 0.0)
-
-    def reaches(k: int) -> bool:
-        return 2 * sum(math.comb(n, i) for i in range(k)) / (1 << n) <= 1 - confidence
-
-    k = 1
-    while k + 1 <= (n + 1) // 2 and reaches(k + 1):
-        k += 1
-    return (ordered[k - 1], ordered[n - k])
 
 
 # --------------------------------------------------------------------------------------
@@ -575,42 +553,6 @@ async def run(
 # --------------------------------------------------------------------------------------
 
 
-def code_under_test() -> dict[str, Any]:
-    """Which collectors were measured: a hash of their sources, and the checkout's state."""
-    package = Path(tables_module.__file__).parent
-    root = package.parents[1]
-
-    def git(*args: str) -> str | None:
-        try:
-            done = subprocess.run(
-                ["git", "-C", str(root), *args], capture_output=True, text=True, check=False
-            )
-        except OSError:
-            return None
-        return done.stdout.rstrip() if done.returncode == 0 else None
-
-    digest = hashlib.sha256()
-    for source in sorted(package.glob("*.py")):
-        digest.update(source.name.encode() + b"\0" + source.read_bytes())
-    modified = git("status", "--porcelain", "--", "exporter")
-    return {
-        "collectors": str(package),
-        "collectors_sha256": digest.hexdigest()[:12],
-        "commit": git("rev-parse", "--short", "HEAD"),
-        "modified": [line[3:] for line in modified.splitlines()] if modified else [],
-    }
-
-
-def environment() -> dict[str, Any]:
-    return {
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "cpus": os.cpu_count(),
-        "code": code_under_test(),
-    }
-
-
 def _bytes(n: float) -> str:
     for unit in ("B", "kB", "MB", "GB"):
         if n < 1024 or unit == "GB":
@@ -619,18 +561,12 @@ def _bytes(n: float) -> str:
     return f"{n:.1f} GB"
 
 
-def _span(interval: tuple[float, float], fmt: str) -> str:
-    return f"[{interval[0]:{fmt}} .. {interval[1]:{fmt}}]"
-
-
 def render(env: dict[str, Any], result: Run, repetitions: int) -> str:
     code = env["code"]
     lines = [
         f"Collector cost against table size, {env['date']}, Python {env['python']}, "
         f"{env['cpus']} CPUs, PostgreSQL {result.server} (embedded)",
-        f"measured {code['collectors']} (sha256 {code['collectors_sha256']}), "
-        f"commit {code['commit']}"
-        + (f", modified: {', '.join(code['modified'])}" if code["modified"] else ", clean"),
+        describe_code(code),
         "",
     ]
     for size in SIZES:
@@ -680,7 +616,7 @@ def render(env: dict[str, Any], result: Run, repetitions: int) -> str:
         lines.append(
             f"   {r.subject.name + mark:<20}{series:>7}{r.median_ms('small'):>10.3f}"
             f"{r.median_ms('large'):>10.3f}{r.median_ms('large') - r.median_ms('small'):>+8.3f}"
-            f"{r.ratio:>13.3f}  {v['paired_ratio_median']:.3f} {_span(v['interval'], '.3f')}"
+            f"{r.ratio:>13.3f}  {v['paired_ratio_median']:.3f} {span(v['interval'], '.3f')}"
         )
     lines.append("")
     for index, note in enumerate(notes, start=1):
@@ -708,7 +644,7 @@ def render(env: dict[str, Any], result: Run, repetitions: int) -> str:
         lines.append(
             f"Verdict {r.subject.name}: large/small {v['ratio_of_medians']:.3f} (ratio of "
             f"medians; median of pairs {v['paired_ratio_median']:.3f}, ~95 % interval "
-            f"{_span(v['interval'], '.3f')}), target <= {RATIO_TARGET:g}: {v['outcome']}"
+            f"{span(v['interval'], '.3f')}), target <= {RATIO_TARGET:g}: {v['outcome']}"
         )
     return "\n".join(lines)
 
@@ -776,7 +712,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     configure_logging("warning", stream=sys.stderr)
-    env = environment()
+    env = environment(code_under_test("exporter/collectors/", COLLECTORS.glob("*.py")))
     shapes = {"small": Shape(args.small), "large": Shape(args.large)}
     with tempfile.TemporaryDirectory(prefix="bench-collectors-") as scratch:
         data_dir = args.data_dir or Path(scratch) / "pgdata"

@@ -24,13 +24,7 @@ import argparse
 import asyncio
 import contextvars
 import gc
-import hashlib
 import json
-import math
-import os
-import platform
-import statistics
-import subprocess
 import sys
 import tempfile
 import types
@@ -38,11 +32,19 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from time import perf_counter, perf_counter_ns, process_time
 from typing import Any, Final
 
+from benchlib import (
+    ROOT,
+    code_under_test,
+    describe_code,
+    environment,
+    median,
+    median_interval,
+    span,
+)
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import BaseCheckpointSaver, ChannelVersions, Checkpoint
 from langgraph.checkpoint.memory import InMemorySaver
@@ -51,7 +53,6 @@ from langgraph.graph.state import CompiledStateGraph
 from prometheus_client import CollectorRegistry, Histogram
 from psycopg import AsyncConnection
 
-from exporter.checkpointer import instrumented as instrumented_module
 from exporter.checkpointer.call import Call, current_call
 from exporter.checkpointer.factory import open_checkpointer_pool, prepare_schema
 from exporter.checkpointer.instrumented import instrument
@@ -63,6 +64,7 @@ from exporter.log import configure_logging
 from exporter.settings import Settings
 from exporter.workload import compile_workflow, initial_state
 
+CHECKPOINTER: Final = ROOT / "exporter" / "checkpointer"
 THROUGHPUT_TARGET: Final = 0.98  # instrumented/raw: at most 2 % slower
 ADDED_US_TARGET: Final = 5.0  # microseconds the wrapper may add to one call
 THINK_TIME: Final = 0.0
@@ -82,32 +84,6 @@ MIN_PAIRS: Final = 6
 PRICED_BY: Final = {"put": "aput", "get_tuple": "aget_tuple", "put_writes": "put_writes"}
 
 Graph = CompiledStateGraph[Any, Any, Any, Any]
-
-
-def median(values: Sequence[float]) -> float:
-    return statistics.median(values) if values else 0.0
-
-
-def median_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float]:
-    """Distribution-free interval for the median, from order statistics.
-
-    The true median lies between the k-th smallest and the k-th largest of n
-    values with probability 1 - 2 P(Binomial(n, 1/2) < k); the narrowest such
-    pair that still reaches ``confidence`` is returned (min and max for n = 6;
-    below 6 values no pair reaches 95 %, and min and max are all there is).
-    """
-    ordered = sorted(values)
-    n = len(ordered)
-    if n == 0:
-        return (0.0, 0.0)
-
-    def reaches(k: int) -> bool:
-        return 2 * sum(math.comb(n, i) for i in range(k)) / (1 << n) <= 1 - confidence
-
-    k = 1
-    while k + 1 <= (n + 1) // 2 and reaches(k + 1):
-        k += 1
-    return (ordered[k - 1], ordered[n - k])
 
 
 # --------------------------------------------------------------------------------------
@@ -687,43 +663,6 @@ def verdicts(throughput: ThroughputReport | None, calls: list[MicroResult]) -> d
     return out
 
 
-def code_under_test() -> dict[str, Any]:
-    """Which wrapper was measured: its file, a hash of it, and the checkout's state."""
-    source = Path(instrumented_module.__file__)
-    root = source.parents[2]
-
-    def git(*args: str) -> str | None:
-        try:
-            done = subprocess.run(
-                ["git", "-C", str(root), *args], capture_output=True, text=True, check=False
-            )
-        except OSError:
-            return None
-        return done.stdout.rstrip() if done.returncode == 0 else None
-
-    modified = git("status", "--porcelain", "--", "exporter")
-    return {
-        "instrumented_py": str(source),
-        "instrumented_sha256": hashlib.sha256(source.read_bytes()).hexdigest()[:12],
-        "commit": git("rev-parse", "--short", "HEAD"),
-        "modified": [line[3:] for line in modified.splitlines()] if modified else [],
-    }
-
-
-def environment() -> dict[str, Any]:
-    return {
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "cpus": os.cpu_count(),
-        "code": code_under_test(),
-    }
-
-
-def _span(interval: tuple[float, float], fmt: str) -> str:
-    return f"[{interval[0]:{fmt}} .. {interval[1]:{fmt}}]"
-
-
 def render_throughput(t: ThroughputReport, calls: list[MicroResult]) -> list[str]:
     lines = [
         f"1. Throughput: AsyncPostgresSaver on the embedded PostgreSQL, {t.workflows} "
@@ -750,9 +689,9 @@ def render_throughput(t: ThroughputReport, calls: list[MicroResult]) -> list[str
         f"{raw_cpu:>15.2f}{ins_cpu:>15.2f}{ins_cpu / raw_cpu if raw_cpu else 0.0:>7.3f}",
         "",
         f"   throughput ratio, median of pairs {median(ratios):.3f}, "
-        f"~95 % interval {_span(median_interval(ratios), '.3f')}",
+        f"~95 % interval {span(median_interval(ratios), '.3f')}",
         f"   CPU per workflow ratio, median of pairs {median(cpu_ratios):.3f}, "
-        f"~95 % interval {_span(median_interval(cpu_ratios), '.3f')}",
+        f"~95 % interval {span(median_interval(cpu_ratios), '.3f')}",
         f"   failed workflows: raw {sum(r.failed for r in t.raw)}, "
         f"instrumented {sum(r.failed for r in t.instrumented)}",
         "   per workflow: "
@@ -783,9 +722,7 @@ def render(
     code = env["code"]
     lines = [
         f"Wrapper overhead, {env['date']}, Python {env['python']}, {env['cpus']} CPUs",
-        f"measured {code['instrumented_py']} (sha256 {code['instrumented_sha256']}), "
-        f"commit {code['commit']}"
-        + (f", modified: {', '.join(code['modified'])}" if code["modified"] else ", clean"),
+        describe_code(code),
         "",
     ]
     if throughput is not None:
@@ -803,7 +740,7 @@ def render(
             lines.append(
                 f"   {c.operation:<12}{c.calls_per_rep:>12}{d['raw_us']:>9.2f}"
                 f"{d['instrumented_us']:>9.2f}{d['added_us']:>10.2f}  "
-                f"{_span(d['added_us_interval'], '.2f')}"
+                f"{span(d['added_us_interval'], '.2f')}"
             )
         lines += [
             f"   ({LOCK_ROW}: asyncio.Lock against the timed lock instrument() swaps into "
@@ -823,7 +760,7 @@ def render(
         lines.append(
             f"Verdict throughput: instrumented/raw {v['ratio_of_medians']:.3f} (ratio of medians; "
             f"median of pairs {v['paired_ratio_median']:.3f}, ~95 % interval "
-            f"{_span(v['interval'], '.3f')}), target >= {v['target_min_ratio']:.2f}: "
+            f"{span(v['interval'], '.3f')}), target >= {v['target_min_ratio']:.2f}: "
             f"{v['outcome']}"
         )
     if "added_per_call" in verdict:
@@ -859,7 +796,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     configure_logging("warning", stream=sys.stderr)
-    env = environment()
+    env = environment(code_under_test("exporter/checkpointer/", CHECKPOINTER.glob("*.py")))
     progress = not args.json
     if progress:
         print("measuring per-call cost over InMemorySaver ...", file=sys.stderr)

@@ -30,16 +30,12 @@ import asyncio
 import cProfile
 import dataclasses
 import gzip
-import hashlib
 import json
-import math
 import os
-import platform
 import pstats
 import re
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -54,13 +50,21 @@ from contextlib import (
     suppress,
 )
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from time import monotonic, perf_counter, process_time, time
 from typing import Any, Final
 
 import aiohttp
 from aiohttp import web
+from benchlib import (
+    ROOT,
+    code_under_test,
+    describe_code,
+    environment,
+    median,
+    median_interval,
+    span,
+)
 from prometheus_client import CollectorRegistry, generate_latest
 from psycopg import AsyncConnection, sql
 from psycopg.conninfo import conninfo_to_dict
@@ -80,7 +84,6 @@ from exporter.settings import DEFAULT_SCHEMA, SPECS, Settings
 from exporter.sidecar import Sidecar
 from exporter.workload import compile_workflow, initial_state
 
-ROOT: Final = Path(__file__).resolve().parents[1]
 POSTGRES_EXPORTER: Final = "/usr/bin/prometheus-postgres-exporter"
 OURS: Final = "checkpoint-exporter"
 THEIRS: Final = "postgres_exporter"
@@ -116,26 +119,6 @@ INHERITED_SETTINGS = re.compile(
 
 class BenchError(RuntimeError):
     """A process the benchmark needs did not start or answer; the message says which."""
-
-
-def median(values: Sequence[float]) -> float:
-    return statistics.median(values) if values else 0.0
-
-
-def median_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float]:
-    """Distribution-free interval for the median, from order statistics (see bench/overhead.py)."""
-    ordered = sorted(values)
-    n = len(ordered)
-    if n == 0:
-        return (0.0, 0.0)
-
-    def reaches(k: int) -> bool:
-        return 2 * sum(math.comb(n, i) for i in range(k)) / (1 << n) <= 1 - confidence
-
-    k = 1
-    while k + 1 <= (n + 1) // 2 and reaches(k + 1):
-        k += 1
-    return (ordered[k - 1], ordered[n - k])
 
 
 def series_keys(text: str) -> list[str]:
@@ -1063,41 +1046,6 @@ def loadtest_summary(path: Path) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------
 
 
-def code_under_test() -> dict[str, Any]:
-    """Which exporter was measured: a hash of its sources and the checkout's state."""
-    package = ROOT / "exporter"
-    digest = hashlib.sha256()
-    for path in sorted(package.rglob("*.py")):
-        digest.update(path.relative_to(ROOT).as_posix().encode())
-        digest.update(path.read_bytes())
-
-    def git(*args: str) -> str | None:
-        try:
-            done = subprocess.run(
-                ["git", "-C", str(ROOT), *args], capture_output=True, text=True, check=False
-            )
-        except OSError:
-            return None
-        return done.stdout.rstrip() if done.returncode == 0 else None
-
-    modified = git("status", "--porcelain", "--", "exporter")
-    return {
-        "exporter_sha256": digest.hexdigest()[:12],
-        "commit": git("rev-parse", "--short", "HEAD"),
-        "modified": [line[3:] for line in modified.splitlines()] if modified else [],
-    }
-
-
-def environment() -> dict[str, Any]:
-    return {
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "cpus": os.cpu_count(),
-        "code": code_under_test(),
-    }
-
-
 def outcome(low: float, high: float, target: float, pairs: int) -> str:
     """PASS when the whole interval is within the target, FAIL when none of it is."""
     if pairs < MIN_PAIRS:
@@ -1143,10 +1091,6 @@ def verdicts(latency: LatencyReport | None, soak: SoakReport | None) -> dict[str
     return out
 
 
-def _span(interval: tuple[float, float], fmt: str) -> str:
-    return f"[{interval[0]:{fmt}} .. {interval[1]:{fmt}}]"
-
-
 def render_latency(report: LatencyReport, seeded: Counts | None) -> list[str]:
     lines = [
         "1. /metrics latency, side by side on one database, one request at a time, "
@@ -1181,7 +1125,7 @@ def render_latency(report: LatencyReport, seeded: Counts | None) -> list[str]:
         lines.append(
             f"   ours/{other:<18} ratio of medians {report.ratio(OURS, other):6.3f}; median of "
             f"per-round ratios {median(pairs):6.3f}, ~95 % interval "
-            f"{_span(median_interval(pairs), '.3f')}"
+            f"{span(median_interval(pairs), '.3f')}"
         )
     b = report.breakdown.as_dict()
     pool = b["exporter_pool_per_scrape"]
@@ -1314,11 +1258,9 @@ def render_profile(report: ProfileReport, latency: LatencyReport | None) -> list
 
 def render(env: dict[str, Any], results: Results, verdict: dict[str, Any]) -> str:
     code = env["code"]
-    state = "clean" if not code["modified"] else "modified: " + ", ".join(code["modified"])
     lines = [
         f"Scrape latency and memory, {env['date']}, Python {env['python']}, {env['cpus']} CPUs",
-        f"measured exporter/ (sha256 {code['exporter_sha256']}), commit {code['commit']}, "
-        f"{state}; PostgreSQL {results.postgres} (embedded)",
+        f"{describe_code(code)}; PostgreSQL {results.postgres} (embedded)",
         "",
     ]
     if results.latency is not None:
@@ -1332,7 +1274,7 @@ def render(env: dict[str, Any], results: Results, verdict: dict[str, Any]) -> st
         lines.append(
             f"Verdict latency: ours/{THEIRS} median {v['ratio_of_medians']:.3f} (median of "
             f"per-round ratios {v['paired_median']:.3f}, ~95 % interval "
-            f"{_span(v['interval'], '.3f')}), target <= {v['target_max_ratio']:g}: {v['outcome']}"
+            f"{span(v['interval'], '.3f')}), target <= {v['target_max_ratio']:g}: {v['outcome']}"
         )
     if "memory" in verdict:
         v = verdict["memory"]
@@ -1445,7 +1387,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.serve_floor is not None:
         return serve_floor(args.serve_floor, args.port)
     configure_logging("warning", stream=sys.stderr)
-    env = environment()
+    env = environment(code_under_test("exporter/", (ROOT / "exporter").rglob("*.py")))
     progress = not args.json
     with tempfile.TemporaryDirectory(prefix="bench-scrape-") as scratch:
         try:
