@@ -62,8 +62,7 @@ def exporter_connect_kwargs(conninfo: str, settings: Settings) -> dict[str, Any]
     return {
         "autocommit": True,
         "row_factory": dict_row,
-        # Prepared statements would be lost on every reconnect during an outage.
-        "prepare_threshold": None,
+        "prepare_threshold": settings.prepare_threshold,
         "application_name": EXPORTER_APPLICATION_NAME,
         "connect_timeout": max(1, math.ceil(settings.connect_timeout)),
         "options": _options(

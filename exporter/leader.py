@@ -10,13 +10,15 @@ scrape: failover within one scrape interval.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
+from time import perf_counter
 from typing import Any
 
 import psycopg
 from psycopg import AsyncConnection
 
 from exporter import sql
-from exporter.database import exporter_connect_kwargs
+from exporter.database import Ping, exporter_connect_kwargs
 from exporter.log import get_logger
 from exporter.redact import describe_error
 from exporter.settings import Settings
@@ -25,7 +27,11 @@ log = get_logger("leader")
 
 
 class LeaderElection:
-    """Answers "do I lead?" once per scrape, (re)trying for the lock as needed."""
+    """Answers "do I lead?" once per scrape, (re)trying for the lock as needed.
+
+    The same round trip proves the database answers, so a scrape needs no
+    separate ping for ``up``.
+    """
 
     def __init__(self, conninfo: str, settings: Settings) -> None:
         self._conninfo = conninfo
@@ -35,23 +41,32 @@ class LeaderElection:
         self._lock = asyncio.Lock()
         self.leading = False
 
-    async def check(self) -> bool:
-        """Whether this sidecar leads now, decided within the collector timeout.
+    async def check(self) -> Ping:
+        """Decide whether this sidecar leads now, within the collector timeout.
 
+        Returns whether the database answered; ``leading`` holds the decision.
         Never raises for a database outage: an unreachable database means not leading.
         """
+        started = perf_counter()
         try:
             async with self._lock, asyncio.timeout(self._settings.collector_timeout):
-                return await self._check()
+                version = await self._check()
         except (psycopg.Error, OSError, TimeoutError) as exc:
-            await self._lose(describe_error(exc))
-            return False
+            message = describe_error(exc)
+            await self._lose(message)
+            return Ping(False, perf_counter() - started, error=message)
+        return Ping(True, perf_counter() - started, server_version=version)
 
-    async def _check(self) -> bool:
-        if self._conn is not None and self.leading:
+    async def _check(self) -> str:
+        conn = self._conn
+        if self.leading and conn is not None:
             # The lock lives as long as this session: prove the session is alive.
-            await self._conn.execute(sql.PING)
-            return True
+            try:
+                cursor = await conn.execute(sql.SERVER_VERSION)
+                return _version(await cursor.fetchone())
+            except psycopg.OperationalError as exc:
+                # The session ended (and the lock with it); the database may well be up.
+                await self._lose(describe_error(exc))
         if self._conn is None or self._conn.closed:
             self._conn = await AsyncConnection.connect(
                 self._conninfo, **exporter_connect_kwargs(self._conninfo, self._settings)
@@ -61,10 +76,10 @@ class LeaderElection:
         )
         row = await cursor.fetchone()
         acquired = bool(row and row["acquired"])
-        if acquired and not self.leading:
+        if acquired:
             log.info("leadership_acquired", schema=self._settings.postgres_schema)
         self.leading = acquired
-        return acquired
+        return _version(row)
 
     async def _lose(self, reason: str) -> None:
         if self.leading:
@@ -77,3 +92,7 @@ class LeaderElection:
         conn, self._conn = self._conn, None
         if conn is not None and not conn.closed:
             await conn.close()
+
+
+def _version(row: Mapping[str, Any] | None) -> str:
+    return str(row["version"]) if row else ""

@@ -79,8 +79,14 @@ async def run_collectors(
     collectors: Sequence[Collector], ctx: ScrapeContext, deadline: float
 ) -> list[Metric]:
     """Run every collector at once and gather what they produced."""
-    outcomes = await asyncio.gather(*(run_collector(c, ctx, deadline) for c in collectors))
-    return outcome_families(outcomes)
+    return outcome_families(await gather_outcomes(collectors, ctx, deadline))
+
+
+async def gather_outcomes(
+    collectors: Sequence[Collector], ctx: ScrapeContext, deadline: float
+) -> list[Outcome]:
+    """Every collector's outcome, run at once."""
+    return list(await asyncio.gather(*(run_collector(c, ctx, deadline) for c in collectors)))
 
 
 def status_families(

@@ -73,7 +73,7 @@ class Settings:
     fallback_to_memory: bool = False
     connect_timeout: float = 5.0
     collector_timeout: float = 5.0
-    exporter_pool_size: int = 2
+    exporter_pool_size: int = 4
     collectors: tuple[str, ...] = COLLECTORS
     leader_election: bool = True
     tables_interval: float = 60.0
@@ -391,8 +391,9 @@ SPECS: tuple[Spec, ...] = (
         "--pool.prepare-threshold",
         parse_prepare_threshold,
         "0",
-        "psycopg prepare_threshold for checkpointer connections; `none` for PgBouncer "
-        "in transaction mode.",
+        "psycopg prepare_threshold for the checkpointer's and the exporter's connections "
+        "(0: prepare on first use, so scrapes skip planning); `none` for PgBouncer in "
+        "transaction mode.",
     ),
     Spec(
         "application_name",
@@ -432,8 +433,9 @@ SPECS: tuple[Spec, ...] = (
         f"{PREFIX}EXPORTER_POOL_SIZE",
         "--exporter.pool-size",
         integer_in(1, 20),
-        "2",
-        "Connections the exporter itself may use for its queries.",
+        "4",
+        "Connections the exporter itself may use for its queries: one per database-wide "
+        "collector lets a scrape run them all at once. Opened on demand; one stays open.",
     ),
     Spec(
         "collectors",

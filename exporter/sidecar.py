@@ -21,7 +21,7 @@ from exporter.health import HealthInputs, health_document
 from exporter.leader import LeaderElection
 from exporter.log import get_logger
 from exporter.redact import redact
-from exporter.scrape import run_collectors, status_families
+from exporter.scrape import Outcome, gather_outcomes, outcome_families, status_families
 from exporter.settings import Settings
 from exporter.version import LANGGRAPH_CHECKPOINT_VERSION, PYTHON_VERSION, VERSION
 
@@ -58,10 +58,12 @@ class Sidecar:
         if collectors is None:
             collectors = [c for c in collector_registry.ALL if c.name in settings.collectors]
         self.collectors = tuple(collectors)
+        self._local = tuple(c for c in self.collectors if not c.database_wide)
         self.backend = self._backend()
         conninfo = self.backend.connection_string
         self._database = exporter_pool(conninfo, settings) if conninfo else None
-        self._leader = (
+        # None when leader election is off (or no database): this sidecar then always leads.
+        self.leader = (
             LeaderElection(conninfo, settings) if conninfo and settings.leader_election else None
         )
         self._runner: web.AppRunner | None = None
@@ -93,22 +95,30 @@ class Sidecar:
             return None
         return await ping(self._database, self.settings.collector_timeout)
 
-    async def leading(self) -> bool:
-        """Whether this sidecar runs the database-wide collectors in this scrape."""
-        return True if self._leader is None else await self._leader.check()
-
     async def scrape(self) -> list[Metric]:
         """Everything a scrape adds to the registry's own metrics, gathered concurrently.
 
         Database-wide collectors run only on the leader, so that N sidecars of one
-        database never export those series N times.
+        database never export those series N times. The leader check's round trip
+        also answers for ``up``. A sidecar that led at its last check still leads
+        while its session lives, so it confirms that alongside the collectors and
+        drops their database-wide results if the session turns out lost; any other
+        sidecar must win the lock before it runs them.
         """
-        leading = await self.leading()
-        collectors = [c for c in self.collectors if leading or not c.database_wide]
-        answer, families = await asyncio.gather(
-            self.ping(),
-            run_collectors(collectors, self.context(), self.settings.collector_timeout),
-        )
+        leader = self.leader
+        if leader is None:
+            leading = True
+            answer, outcomes = await asyncio.gather(self.ping(), self._collect(self.collectors))
+        elif leader.leading:
+            answer, outcomes = await asyncio.gather(leader.check(), self._collect(self.collectors))
+            leading = leader.leading
+        else:
+            answer = await leader.check()
+            leading = leader.leading
+            outcomes = await self._collect(self.collectors if leading else self._local)
+        if not leading:
+            local = {c.name for c in self._local}
+            outcomes = [o for o in outcomes if o.collector in local]
         status = status_families(
             up=answer is None or answer.ok,
             leader=leading,
@@ -118,7 +128,10 @@ class Sidecar:
             fallback=self.backend.fallback_reason is not None,
             versions=VERSIONS,
         )
-        return [*status, *families]
+        return [*status, *outcome_families(outcomes)]
+
+    async def _collect(self, collectors: Sequence[Collector]) -> list[Outcome]:
+        return await gather_outcomes(collectors, self.context(), self.settings.collector_timeout)
 
     async def health(self) -> tuple[dict[str, Any], int]:
         """The health document and its HTTP status."""
@@ -177,8 +190,8 @@ class Sidecar:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = self._site = None
-        if self._leader is not None:
-            await self._leader.close()
+        if self.leader is not None:
+            await self.leader.close()
         if self._database is not None:
             await self._database.close()
         log.info("sidecar_stopped")

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from psycopg import sql
 
-PING = "SELECT 1"
-
 SERVER_VERSION = "SELECT current_setting('server_version') AS version"
 
 SCHEMA_EXISTS = "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = %s) AS exists"
@@ -28,4 +26,7 @@ def create_schema(schema: str) -> sql.Composed:
 # holds this session-level advisory lock on a connection of its own, and
 # PostgreSQL releases it the moment that session ends.
 LEADER_LOCK_KEY = 0x6C67_6C64  # "lgld"
-TRY_LEADER_LOCK = "SELECT pg_try_advisory_lock(%s, hashtext(%s)) AS acquired"
+TRY_LEADER_LOCK = (
+    "SELECT pg_try_advisory_lock(%s, hashtext(%s)) AS acquired,"
+    " current_setting('server_version') AS version"
+)

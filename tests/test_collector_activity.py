@@ -28,6 +28,7 @@ from exporter.settings import Settings
 from tests.samples import Samples, samples_of, scrape_context
 
 SUMMARY: dict[str, Any] = {
+    "states": [],
     "server_connections": 12,
     "max_connections": 100,
     "reserved_connections": 3,
@@ -60,7 +61,8 @@ def test_rows_fold_into_bounded_labels_with_zeroes() -> None:
         {"state": None, "application_name": "app", "connections": 7},
         {"state": "starting", "application_name": "app", "connections": 1},
     ]
-    samples = samples_of(activity_families(rows, SUMMARY, checkpointer_application="app"))
+    row = {**SUMMARY, "states": rows}
+    samples = samples_of(activity_families(row, checkpointer_application="app"))
     series = {
         (labels["state"], labels["application"])
         for (name, pairs) in samples
@@ -92,7 +94,8 @@ def test_rows_fold_into_bounded_labels_with_zeroes() -> None:
 def test_checkpointer_name_wins_over_the_exporters() -> None:
     """An application named like the exporter's connections still counts as the checkpointer."""
     rows = [{"state": "idle", "application_name": EXPORTER_APPLICATION_NAME, "connections": 3}]
-    families = activity_families(rows, SUMMARY, checkpointer_application=EXPORTER_APPLICATION_NAME)
+    row = {**SUMMARY, "states": rows}
+    families = activity_families(row, checkpointer_application=EXPORTER_APPLICATION_NAME)
     samples = samples_of(families)
     assert connections(samples, "idle", "checkpointer") == 3
     assert connections(samples, "idle", "exporter") == 0

@@ -27,13 +27,14 @@ AHEAD = "langgraph_checkpointer_migrations_ahead"
 TABLE_EXISTS = "langgraph_checkpointer_migrations_table_exists"
 
 
-async def collect(settings: Settings) -> Samples:
-    """One run of the collector through the exporter's own pool."""
+async def collect(settings: Settings, collector: MigrationsCollector | None = None) -> Samples:
+    """One run of the collector (a fresh one unless given) through the exporter's own pool."""
     assert settings.postgres_connection_string is not None
+    collector = collector or MigrationsCollector()
     pool = exporter_pool(settings.postgres_connection_string, settings)
     await pool.open(wait=True)
     try:
-        return samples_of(await MigrationsCollector().collect(ScrapeContext(settings, pool)))
+        return samples_of(await collector.collect(ScrapeContext(settings, pool)))
     finally:
         await pool.close()
 
@@ -136,12 +137,42 @@ async def test_a_schema_name_needing_quotes_is_quoted(settings: Settings, dsn: s
         conn.execute(f"CREATE SCHEMA {quoted}")
         conn.execute(f"CREATE TABLE {quoted}.checkpoint_migrations (v integer PRIMARY KEY)")
         conn.execute(f"INSERT INTO {quoted}.checkpoint_migrations VALUES (0), (1), (2)")
-    # Settings validation refuses such names; the collector must still be safe with them.
-    samples = await collect(settings.replace(postgres_schema=schema))
-    assert value(samples, TABLE_EXISTS, table="checkpoint_migrations") == 1
-    assert value(samples, TABLE_EXISTS, table="checkpoints") == 0
-    assert value(samples, DATABASE_VERSION) == 2
-    assert value(samples, BEHIND) == 1
+    # Settings validation refuses such names; the collector must still be safe with them,
+    # on the first scrape and on the later ones, which read the version in the same statement.
+    collector = MigrationsCollector()
+    for _ in range(2):
+        samples = await collect(settings.replace(postgres_schema=schema), collector)
+        assert value(samples, TABLE_EXISTS, table="checkpoint_migrations") == 1
+        assert value(samples, TABLE_EXISTS, table="checkpoints") == 0
+        assert value(samples, DATABASE_VERSION) == 2
+        assert value(samples, BEHIND) == 1
+
+
+async def test_one_collector_follows_the_schema_across_scrapes(
+    settings: Settings, dsn: str
+) -> None:
+    """Missing, migrated, behind, dropped and migrated again, seen by one collector in turn."""
+    collector = MigrationsCollector()
+    schema = settings.postgres_schema
+
+    async def versions() -> tuple[float, float, float]:
+        samples = await collect(settings, collector)
+        existing = value(samples, TABLE_EXISTS, table="checkpoint_migrations")
+        return existing, value(samples, DATABASE_VERSION), value(samples, BEHIND)
+
+    assert await versions() == (0, -1, 1)
+    await prepare_schema(dsn, settings)
+    assert await versions() == (1, LIBRARY_VERSION, 0)
+    assert await versions() == (1, LIBRARY_VERSION, 0)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f"DELETE FROM {schema}.checkpoint_migrations WHERE v = {LIBRARY_VERSION}")
+    assert await versions() == (1, LIBRARY_VERSION - 1, 1)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f"DROP SCHEMA {schema} CASCADE")
+    assert await versions() == (0, -1, 1)
+    assert await versions() == (0, -1, 1)
+    await prepare_schema(dsn, settings)
+    assert await versions() == (1, LIBRARY_VERSION, 0)
 
 
 async def test_the_sidecar_serves_the_migration_figures(migrated: Settings) -> None:

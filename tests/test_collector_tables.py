@@ -27,7 +27,6 @@ from exporter.collectors.tables import (
     OLDEST_HEAD,
     SAMPLE_ROWS,
     TABLES,
-    THREADS,
     Sample,
     TablesCollector,
     build_sample,
@@ -224,7 +223,7 @@ def test_sample_params_aim_at_the_target_and_always_limit() -> None:
 
 def test_catalog_families_report_zeros_for_missing_tables() -> None:
     """No rows at all: every table exists 0 with zero figures and no maintenance ages."""
-    samples = samples_of(catalog_families([], None))
+    samples = samples_of(catalog_families([]))
     for table in TABLES:
         assert value(samples, "langgraph_checkpointer_tables_exists", table=table) == 0
         assert value(samples, "langgraph_checkpointer_tables_size_bytes", table=table) == 0
@@ -241,7 +240,6 @@ def test_catalog_families_from_hand_made_rows() -> None:
     row = {
         "table": "checkpoints",
         "exists": True,
-        "total_bytes": 1000,
         "table_bytes": 700,
         "toast_bytes": 200,
         "index_bytes": 300,
@@ -252,8 +250,9 @@ def test_catalog_families_from_hand_made_rows() -> None:
         "last_autovacuum_age": 12.5,
         "last_analyze_age": None,
         "last_autoanalyze_age": 3.0,
+        "threads_n_distinct": -0.5,
     }
-    samples = samples_of(catalog_families([row], -0.5))
+    samples = samples_of(catalog_families([row]))
     labels = {"table": "checkpoints"}
     parts = [
         value(samples, "langgraph_checkpointer_tables_part_size_bytes", part=part, **labels)
@@ -449,7 +448,6 @@ async def test_queries_never_scan_the_checkpoint_tables_whole(
     checkpoints_params = sample_params(CHECKPOINTS)
     queries: list[tuple[sql.Composable, dict[str, Any], str | None]] = [
         (sql.SQL(CATALOG), {"tables": list(TABLES), "schema": schema}, None),
-        (sql.SQL(THREADS), {"schema": schema}, None),
         (schema_query(CHECKPOINT_SAMPLE, schema), checkpoints_params, "Sample Scan"),
         (schema_query(BLOB_SAMPLE, schema), sample_params(BLOBS + NULL_BLOBS), "Sample Scan"),
         (schema_query(OLDEST_HEAD, schema), head_params(), "Tid Range Scan"),

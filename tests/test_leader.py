@@ -138,3 +138,33 @@ async def test_a_killed_leader_is_replaced_at_the_next_scrape(
         while lock_holders(dsn) and time.monotonic() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.05)
         assert leads(await scrape(http, survivor))
+
+
+async def test_a_leader_whose_session_dies_drops_that_scrapes_wide_results(
+    settings: Settings, dsn: str
+) -> None:
+    """The leader runs its collectors while confirming its session; a lost session voids them.
+
+    Its session is terminated and another sidecar takes the lock: the former leader's
+    next scrape shows no database-wide series and ``leader 0``, yet ``up 1``.
+    """
+    async with aiohttp.ClientSession() as http, sidecar(settings) as first:
+        assert leads(await scrape(http, first))
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_locks"
+                " WHERE locktype = 'advisory' AND granted"
+            )
+        for _ in range(1000):  # the backend exits a moment after it is told to
+            if not lock_holders(dsn):
+                break
+            await asyncio.sleep(0.01)
+        assert lock_holders(dsn) == 0
+        async with sidecar(settings) as second:
+            assert leads(await scrape(http, second))
+            samples = await scrape(http, first)
+            assert not leads(samples)
+            assert value(samples, "langgraph_checkpointer_up") == 1
+            assert not leads(await scrape(http, first))
+        # The other sidecar is gone: the former leader takes the lock back.
+        assert leads(await scrape(http, first))

@@ -47,7 +47,7 @@ GOOD: dict[str, tuple[str, Any]] = {
     "fallback_to_memory": ("true", True),
     "connect_timeout": ("250ms", 0.25),
     "collector_timeout": ("1m", 60.0),
-    "exporter_pool_size": ("4", 4),
+    "exporter_pool_size": ("3", 3),
     "collectors": ("tables, pool", ("pool", "tables")),
     "leader_election": ("false", False),
     "tables_interval": ("5m", 300.0),

@@ -124,7 +124,10 @@ async def test_metrics_from_an_application_sidecar(
         == 1
     )
     assert value(samples, "langgraph_checkpointer_pool_max_connections", pool="checkpointer") == 10
-    assert value(samples, "langgraph_checkpointer_pool_max_connections", pool="exporter") == 2
+    assert (
+        value(samples, "langgraph_checkpointer_pool_max_connections", pool="exporter")
+        == settings.exporter_pool_size
+    )
     assert value(samples, "langgraph_checkpointer_pool_requests_total", pool="checkpointer") >= 5
     assert value(samples, "langgraph_checkpointer_scrape_collector_success", collector="pool") == 1
     assert document["saver"] == "AsyncPostgresSaver"
@@ -281,7 +284,10 @@ async def test_failing_collectors_are_isolated(
     assert 0.5 <= hung < 1.5
     assert elapsed < 2.0
     assert value(samples, "langgraph_checkpointer_up") == 1
-    assert value(samples, "langgraph_checkpointer_pool_max_connections", pool="exporter") == 2
+    assert (
+        value(samples, "langgraph_checkpointer_pool_max_connections", pool="exporter")
+        == settings.exporter_pool_size
+    )
 
 
 async def test_concurrent_scrapes_each_get_a_whole_exposition(

@@ -26,7 +26,7 @@ Other roles' sessions are visible only to a role with ``pg_monitor`` (or
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any, ClassVar, Final
 
 from prometheus_client.core import GaugeMetricFamily
@@ -37,25 +37,19 @@ from exporter.database import EXPORTER_APPLICATION_NAME
 
 PREFIX = "langgraph_checkpointer_activity_"
 
-# Client backends of this database by state and raw application_name; the
-# application is folded into a bounded label in Python, never exported raw.
-CONNECTIONS_BY_STATE: Final = """
-SELECT state, application_name, count(*) AS connections
-FROM pg_stat_activity
-WHERE datname = current_database() AND backend_type = 'client backend'
-GROUP BY state, application_name
-"""
-
-# One row: the server's limits (`reserved_connections` exists from PostgreSQL
-# 16, hence current_setting(..., missing_ok); pg_settings would cost a scan of
-# every setting on each scrape), every client backend on the server,
-# and this database's ages and waits. Ages are clamped at zero: a session can
-# start its transaction after this statement's now() and before the snapshot.
-SUMMARY: Final = """
+# One statement, so one snapshot of pg_stat_activity and one round trip: the
+# server's limits (`reserved_connections` exists from PostgreSQL 16, hence
+# current_setting(..., missing_ok); pg_settings would cost a scan of every
+# setting on each scrape), every client backend on the server, this
+# database's ages and waits, and its backends by state and raw
+# application_name as JSON (the application is folded into a bounded label in
+# Python, never exported raw). Ages are clamped at zero: a session can start
+# its transaction after this statement's now() and before the snapshot.
+ACTIVITY: Final = """
 WITH backends AS (
     SELECT
         datname = current_database() AS here,
-        pid, state, wait_event_type, xact_start, query_start, state_change,
+        pid, state, application_name, wait_event_type, xact_start, query_start, state_change,
         state IN ('idle in transaction', 'idle in transaction (aborted)') AS idle_in_transaction
     FROM pg_stat_activity
     WHERE backend_type = 'client backend'
@@ -77,7 +71,11 @@ SELECT
         AS idle_in_transaction_connections,
     greatest(extract(epoch FROM max(now() - state_change)
         FILTER (WHERE here AND idle_in_transaction))::float8, 0)
-        AS oldest_idle_in_transaction_seconds
+        AS oldest_idle_in_transaction_seconds,
+    (SELECT coalesce(json_agg(g), '[]')
+     FROM (SELECT state, application_name, count(*) AS connections
+           FROM backends WHERE here GROUP BY state, application_name) AS g)
+        AS states
 FROM backends
 """
 
@@ -91,7 +89,7 @@ STATES: Final = (
 )
 APPLICATIONS: Final = ("checkpointer", "exporter", "other")
 
-# SUMMARY column -> (metric name, help).
+# ACTIVITY column -> (metric name, help).
 SUMMARY_GAUGES: Final = {
     "server_connections": (
         "server_connections",
@@ -136,24 +134,23 @@ def application_label(application_name: str | None, checkpointer_application: st
 
 
 def activity_families(
-    states: Iterable[Mapping[str, Any]],
-    summary: Mapping[str, Any],
+    row: Mapping[str, Any],
     *,
     checkpointer_application: str,
 ) -> list[Metric]:
-    """Turn ``CONNECTIONS_BY_STATE`` rows and the ``SUMMARY`` row into metric families.
+    """Turn the ``ACTIVITY`` row into metric families.
 
     Every known state and application is exported, zero when empty; a state a
     newer server reports is kept as its own label value, and a session without
     a state yet (still authenticating) is left out.
     """
     counts = {(state, app): 0 for state in STATES for app in APPLICATIONS}
-    for row in states:
-        state = row["state"]
+    for group in row["states"]:
+        state = group["state"]
         if state is None:
             continue
-        key = (str(state), application_label(row["application_name"], checkpointer_application))
-        counts[key] = counts.get(key, 0) + int(row["connections"])
+        key = (str(state), application_label(group["application_name"], checkpointer_application))
+        counts[key] = counts.get(key, 0) + int(group["connections"])
     connections = GaugeMetricFamily(
         PREFIX + "connections",
         "Client connections to the checkpoint database, by state and application.",
@@ -163,12 +160,12 @@ def activity_families(
         connections.add_metric([state, app], float(count))
     families: list[Metric] = [connections]
     for column, (name, doc) in SUMMARY_GAUGES.items():
-        families.append(GaugeMetricFamily(PREFIX + name, doc, value=float(summary[column] or 0)))
+        families.append(GaugeMetricFamily(PREFIX + name, doc, value=float(row[column] or 0)))
     return families
 
 
 class ActivityCollector:
-    """Reads ``pg_stat_activity`` for the checkpoint database: two queries, one snapshot."""
+    """Reads ``pg_stat_activity`` for the checkpoint database in one statement."""
 
     name: ClassVar[str] = "activity"
     database_wide: ClassVar[bool] = True
@@ -176,15 +173,9 @@ class ActivityCollector:
     async def collect(self, ctx: ScrapeContext) -> list[Metric]:
         if ctx.database is None:
             return []
-        # pg_stat_activity is snapshotted once per transaction: both
-        # statements then describe the same instant and agree.
-        async with ctx.database.connection() as conn, conn.transaction():
-            cursor = await conn.execute(CONNECTIONS_BY_STATE)
-            states = await cursor.fetchall()
-            cursor = await conn.execute(SUMMARY)
-            summary = await cursor.fetchone()
-        if summary is None:
+        async with ctx.database.connection() as conn:
+            cursor = await conn.execute(ACTIVITY)
+            row = await cursor.fetchone()
+        if row is None:
             raise RuntimeError("pg_stat_activity summary returned no row")
-        return activity_families(
-            states, summary, checkpointer_application=ctx.settings.application_name
-        )
+        return activity_families(row, checkpointer_application=ctx.settings.application_name)

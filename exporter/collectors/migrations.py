@@ -20,13 +20,14 @@ no migration is recorded (``setup()`` never ran), which counts as behind.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import ClassVar, Final
+from collections.abc import Iterable, Mapping
+from contextlib import suppress
+from typing import Any, ClassVar, Final
 
 from langgraph.checkpoint.postgres.base import BasePostgresSaver
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
-from psycopg import sql
+from psycopg import AsyncConnection, errors, sql
 
 from exporter.collectors.base import ScrapeContext
 
@@ -45,6 +46,24 @@ TABLES_EXIST = """
 SELECT t.name, to_regclass(format('%%I.%%I', %s::text, t.name)) IS NOT NULL AS exists
 FROM unnest(%s::text[]) AS t(name)
 """
+
+
+# Once the migrations table is known to exist: existence and version in one
+# statement. It names the table, so it fails if the table has gone since.
+TABLES_EXIST_AND_VERSION = """
+SELECT t.name, to_regclass(format('%%I.%%I', %s::text, t.name)) IS NOT NULL AS exists,
+       (SELECT max(v) FROM {table}) AS v
+FROM unnest(%s::text[]) AS t(name)
+"""
+
+GONE_ERRORS: Final = (errors.UndefinedTable, errors.InvalidSchemaName)
+
+
+def tables_and_version_query(schema: str) -> sql.Composed:
+    """:data:`TABLES_EXIST_AND_VERSION` for ``schema``, quoted as an identifier."""
+    return sql.SQL(TABLES_EXIST_AND_VERSION).format(
+        table=sql.Identifier(schema, "checkpoint_migrations")
+    )
 
 
 def schema_version_query(schema: str) -> sql.Composed:
@@ -93,22 +112,48 @@ def migrations_families(
 
 
 class MigrationsCollector:
-    """Reads which checkpoint tables exist and the highest recorded migration."""
+    """Reads which checkpoint tables exist and the highest recorded migration.
+
+    One statement per scrape once the migrations table has been seen; until
+    then (and once after it is dropped) two, so that a schema not set up yet
+    never puts an error in the server's log.
+    """
 
     name: ClassVar[str] = "migrations"
     database_wide: ClassVar[bool] = True
 
+    def __init__(self) -> None:
+        self._table_seen = False
+
     async def collect(self, ctx: ScrapeContext) -> list[Metric]:
         if ctx.database is None:
             return []
-        schema = ctx.settings.postgres_schema
-        version: int | None = None
         async with ctx.database.connection() as conn:
-            cursor = await conn.execute(TABLES_EXIST, (schema, list(TABLES)))
-            exists = {row["name"]: bool(row["exists"]) for row in await cursor.fetchall()}
-            if exists["checkpoint_migrations"]:
-                cursor = await conn.execute(schema_version_query(schema))
-                row = await cursor.fetchone()
-                if row is not None and row["v"] is not None:
-                    version = int(row["v"])
+            exists, version = await self._read(conn, ctx.settings.postgres_schema)
+        self._table_seen = exists["checkpoint_migrations"]
         return migrations_families(exists, version, LIBRARY_VERSION)
+
+    async def _read(
+        self, conn: AsyncConnection[Any], schema: str
+    ) -> tuple[dict[str, bool], int | None]:
+        params = (schema, list(TABLES))
+        if self._table_seen:
+            with suppress(*GONE_ERRORS):
+                cursor = await conn.execute(tables_and_version_query(schema), params)
+                rows = await cursor.fetchall()
+                return _exists(rows), _int(rows[0]["v"] if rows else None)
+        cursor = await conn.execute(TABLES_EXIST, params)
+        exists = _exists(await cursor.fetchall())
+        if not exists["checkpoint_migrations"]:
+            return exists, None
+        cursor = await conn.execute(schema_version_query(schema))
+        row = await cursor.fetchone()
+        return exists, _int(row["v"] if row else None)
+
+
+def _exists(rows: Iterable[Mapping[str, Any]]) -> dict[str, bool]:
+    return {row["name"]: bool(row["exists"]) for row in rows}
+
+
+def _int(value: Any) -> int | None:
+    return None if value is None else int(value)

@@ -65,6 +65,7 @@ from bisect import bisect_right
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any, ClassVar, Final
 
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
@@ -94,7 +95,6 @@ _UUID_EPOCH_TICKS: Final = 0x01B21DD213814000  # 100 ns ticks from 1582-10-15 to
 CATALOG: Final = """
 SELECT t.name AS table,
        c.oid IS NOT NULL AS exists,
-       coalesce(pg_total_relation_size(c.oid), 0) AS total_bytes,
        coalesce(pg_table_size(c.oid), 0) AS table_bytes,
        coalesce(pg_total_relation_size(nullif(c.reltoastrelid, 0)), 0) AS toast_bytes,
        coalesce(pg_indexes_size(c.oid), 0) AS index_bytes,
@@ -105,20 +105,15 @@ SELECT t.name AS table,
        extract(epoch FROM now() - s.last_autovacuum)::float8 AS last_autovacuum_age,
        extract(epoch FROM now() - s.last_analyze)::float8 AS last_analyze_age,
        extract(epoch FROM now() - s.last_autoanalyze)::float8 AS last_autoanalyze_age,
-       current_setting('server_version_num')::int AS server_version_num
+       current_setting('server_version_num')::int AS server_version_num,
+       (SELECT st.n_distinct::float8 FROM pg_stats st
+        WHERE st.schemaname = %(schema)s AND st.tablename = 'checkpoints'
+          AND st.attname = 'thread_id' AND NOT st.inherited) AS threads_n_distinct
 FROM unnest(%(tables)s::text[]) WITH ORDINALITY AS t(name, position)
 LEFT JOIN pg_namespace n ON n.nspname = %(schema)s
 LEFT JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = t.name AND c.relkind = 'r'
 LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid
 ORDER BY t.position
-"""
-
-# ANALYZE's estimate; negative means a fraction of the rows (-1: every row distinct).
-THREADS: Final = """
-SELECT n_distinct::float8 AS n_distinct
-FROM pg_stats
-WHERE schemaname = %(schema)s AND tablename = 'checkpoints' AND attname = 'thread_id'
-  AND NOT inherited
 """
 
 # pg_column_size reads the stored (compressed or TOAST pointer) size without detoasting;
@@ -241,10 +236,11 @@ def build_sample(
     )
 
 
-def catalog_families(rows: Sequence[Mapping[str, Any]], n_distinct: float | None) -> list[Metric]:
+def catalog_families(rows: Sequence[Mapping[str, Any]]) -> list[Metric]:
     """Per-table figures from the catalog query rows, plus the distinct thread estimate.
 
     Tables missing from ``rows`` or flagged as not existing report zeros.
+    ``threads_n_distinct`` (``pg_stats.n_distinct``) is the same on every row.
     """
     by_table = {row["table"]: row for row in rows}
     exists = GaugeMetricFamily(
@@ -280,13 +276,14 @@ def catalog_families(rows: Sequence[Mapping[str, Any]], n_distinct: float | None
         row = by_table.get(table, {})
         present = bool(row.get("exists"))
         exists.add_metric([table], 1.0 if present else 0.0)
-        total = float(row.get("total_bytes") or 0)
         toast = float(row.get("toast_bytes") or 0)
-        heap = float(row.get("table_bytes") or 0) - toast
-        size.add_metric([table], total)
-        parts.add_metric([table, "heap"], heap)
+        table_bytes = float(row.get("table_bytes") or 0)
+        indexes = float(row.get("index_bytes") or 0)
+        # pg_total_relation_size is exactly this sum; asking for it too would stat every file twice.
+        size.add_metric([table], table_bytes + indexes)
+        parts.add_metric([table, "heap"], table_bytes - toast)
         parts.add_metric([table, "toast"], toast)
-        parts.add_metric([table, "indexes"], float(row.get("index_bytes") or 0))
+        parts.add_metric([table, "indexes"], indexes)
         rows_family.add_metric([table], estimated_rows(row) if present else 0.0)
         dead.add_metric([table], float(row.get("n_dead_tup") or 0))
         for kind, family in ages.items():
@@ -297,7 +294,7 @@ def catalog_families(rows: Sequence[Mapping[str, Any]], n_distinct: float | None
     threads = GaugeMetricFamily(
         PREFIX + "estimated_threads",
         "Distinct thread ids in checkpoints, from ANALYZE statistics (0 until analyzed).",
-        value=estimated_threads(n_distinct, estimated_rows(checkpoints))
+        value=estimated_threads(checkpoints.get("threads_n_distinct"), estimated_rows(checkpoints))
         if checkpoints.get("exists")
         else 0.0,
     )
@@ -331,28 +328,7 @@ def sample_families(sample: Sample, interval: float, now: float, wall_now: float
                 value=max(0.0, wall_now - sample.oldest_checkpoint),
             )
         )
-    families.append(
-        histogram_family(
-            PREFIX + "checkpoint_size_bytes",
-            f"Stored size of checkpoint plus metadata per checkpoint row; {cached}.",
-            sample.checkpoint_bytes,
-        )
-    )
-    families.append(
-        histogram_family(
-            PREFIX + "blob_size_bytes",
-            f"Stored size of non-null checkpoint_blobs values; {cached}.",
-            sample.blob_bytes,
-        )
-    )
-    rows = GaugeMetricFamily(
-        PREFIX + "sample_rows",
-        f"Rows in the size sample (about {SAMPLE_ROWS} at most); {cached}.",
-        labels=["table"],
-    )
-    rows.add_metric(["checkpoints"], float(len(sample.checkpoint_bytes)))
-    rows.add_metric(["checkpoint_blobs"], float(len(sample.blob_bytes)))
-    families.append(rows)
+    families += size_families(sample, interval)
     families.append(
         GaugeMetricFamily(
             PREFIX + "sample_age_seconds",
@@ -361,6 +337,36 @@ def sample_families(sample: Sample, interval: float, now: float, wall_now: float
         )
     )
     return families
+
+
+@lru_cache(maxsize=2)
+def size_families(sample: Sample, interval: float) -> tuple[Metric, ...]:
+    """The size histograms and sample row counts: built once per drawn sample.
+
+    Scrapes between two draws share these families; nothing mutates a family
+    once built, and exposition only reads them.
+    """
+    cached = f"sampled, refreshed at most every {interval:g} s"
+    rows = GaugeMetricFamily(
+        PREFIX + "sample_rows",
+        f"Rows in the size sample (about {SAMPLE_ROWS} at most); {cached}.",
+        labels=["table"],
+    )
+    rows.add_metric(["checkpoints"], float(len(sample.checkpoint_bytes)))
+    rows.add_metric(["checkpoint_blobs"], float(len(sample.blob_bytes)))
+    return (
+        histogram_family(
+            PREFIX + "checkpoint_size_bytes",
+            f"Stored size of checkpoint plus metadata per checkpoint row; {cached}.",
+            sample.checkpoint_bytes,
+        ),
+        histogram_family(
+            PREFIX + "blob_size_bytes",
+            f"Stored size of non-null checkpoint_blobs values; {cached}.",
+            sample.blob_bytes,
+        ),
+        rows,
+    )
 
 
 async def _fetch(
@@ -406,8 +412,6 @@ class TablesCollector:
             self._key, self._sample = key, None
         async with ctx.database.connection() as conn:
             catalog = await _fetch(conn, CATALOG, {"tables": list(TABLES), "schema": schema})
-            stats = await _fetch(conn, THREADS, {"schema": schema})
-            n_distinct = stats[0]["n_distinct"] if stats else None
             sample = self._sample
             interval = ctx.settings.tables_interval
             stale = sample is None or self._clock() - sample.taken_at >= interval
@@ -417,7 +421,7 @@ class TablesCollector:
                     sample = self._sample = await self._draw(conn, schema, catalog)
                 finally:
                     self._refreshing = False
-        families = catalog_families(catalog, n_distinct)
+        families = catalog_families(catalog)
         if sample is not None:
             families += sample_families(sample, interval, self._clock(), self._wall_clock())
         return families
