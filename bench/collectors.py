@@ -54,7 +54,7 @@ from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from exporter.checkpointer.factory import prepare_schema
-from exporter.collectors import ALL, Collector, ScrapeContext
+from exporter.collectors import ALL, Collector, ScrapeContext, create
 from exporter.collectors import tables as tables_module
 from exporter.collectors.tables import TablesCollector
 from exporter.database import exporter_pool
@@ -325,7 +325,8 @@ class Subject:
 
 def subjects() -> list[Subject]:
     """Every database collector of ``ALL`` (tables twice), then whole scrapes."""
-    database = [c for c in ALL if c.database_wide]
+    every = create(c.name for c in ALL)
+    database = [c for c in every if c.database_wide]
     rows: list[Subject] = []
     for collector in database:
         if isinstance(collector, TablesCollector):
@@ -334,8 +335,8 @@ def subjects() -> list[Subject]:
         else:
             note = STATEMENTS_NOTE if collector.name == "statements" else None
             rows.append(Subject(collector.name, (collector,), note=note))
-    rows.append(Subject("scrape", ALL, scrape=True))
-    rows.append(Subject("scrape (resample)", ALL, scrape=True, resample=True))
+    rows.append(Subject("scrape", every, scrape=True))
+    rows.append(Subject("scrape (resample)", every, scrape=True, resample=True))
     return rows
 
 

@@ -4,6 +4,7 @@ from exporter.checkpointer.factory import CheckpointerUnavailableError, build_ch
 from exporter.checkpointer.instrumented import InstrumentedSaver, Observation, instrument
 from exporter.settings import Settings, SettingsError
 from exporter.sidecar import Sidecar
+from exporter.workflows.tracker import WorkflowRun, WorkflowTracker
 
 __all__ = [
     "CheckpointerUnavailableError",
@@ -12,6 +13,8 @@ __all__ = [
     "Settings",
     "SettingsError",
     "Sidecar",
+    "WorkflowRun",
+    "WorkflowTracker",
     "build_checkpointer",
     "instrument",
 ]

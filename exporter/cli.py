@@ -4,20 +4,24 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import signal
 import sys
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Sequence
 from contextlib import AsyncExitStack
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
+import psycopg
 from prometheus_client import disable_created_metrics
 
 from exporter.checkpointer.factory import CheckpointerUnavailableError
-from exporter.database import connection_string
+from exporter.database import connection_string, exporter_connect_kwargs
 from exporter.embedded import EmbeddedDatabaseError
 from exporter.log import configure_logging, get_logger
-from exporter.redact import redact
+from exporter.redact import describe_error, redact
 from exporter.settings import (
     SPECS,
     Settings,
@@ -28,9 +32,14 @@ from exporter.settings import (
 )
 from exporter.sidecar import Sidecar
 from exporter.version import VERSION
+from exporter.workflows.recovery import RecoveryCheck, RecoveryReport
+
+if TYPE_CHECKING:
+    from exporter.workflows.integrity import PassReport
 
 PROG = "checkpoint-exporter"
-COMMANDS = ("serve", "loadtest")
+COMMANDS = ("serve", "loadtest", "verify", "healthcheck")
+HEALTHCHECK_TIMEOUT = 5.0
 
 log = get_logger("cli")
 
@@ -81,7 +90,23 @@ def build_parser() -> argparse.ArgumentParser:
     loadtest = commands.add_parser(
         "loadtest", help="Run concurrent workflows and judge save/load latency against the targets."
     )
-    for sub in (serve, loadtest):
+    verify = commands.add_parser(
+        "verify",
+        help="Check once that the running workflows' latest checkpoints load; exit 1 if any "
+        "fails, 2 if the database cannot be reached.",
+    )
+    healthcheck = commands.add_parser(
+        "healthcheck",
+        help="Ask a running sidecar's health endpoint; exit 0 when healthy or degraded, "
+        "1 otherwise (for container health checks).",
+    )
+    healthcheck.add_argument(
+        "--url",
+        default=None,
+        help="Health URL to ask. Default: the health endpoint on this host at the port of "
+        "--web.listen-address.",
+    )
+    for sub in (serve, loadtest, verify, healthcheck):
         for spec in SPECS:
             if spec.flag is not None:
                 sub.add_argument(
@@ -102,6 +127,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--output", choices=("text", "json"), default="text", help="Report format. Default: text."
     )
     loadtest.add_argument("--check", action="store_true", help="Exit 1 when a target is missed.")
+    verify.add_argument(
+        "--output", choices=("text", "json"), default="text", help="Report format. Default: text."
+    )
+    verify.add_argument(
+        "--integrity",
+        action="store_true",
+        help="Also run one whole pass of the integrity checks; exit 1 when they find problems.",
+    )
     return parser
 
 
@@ -155,6 +188,117 @@ async def loadtest(settings: Settings, namespace: argparse.Namespace, serve_too:
     return 1 if namespace.check and not report["passed"] else 0
 
 
+async def verify(settings: Settings, namespace: argparse.Namespace) -> int:
+    """Run the recovery check (and with ``--integrity`` one integrity pass) once; print it.
+
+    Exit 0 when nothing failed, 1 when a workflow's checkpoint or an integrity
+    check failed, 2 when the database cannot be reached.
+    """
+    if not settings.use_postgres_saver:
+        return _fail("verify needs PostgreSQL, but USE_POSTGRES_SAVER is false", 2)
+    try:
+        async with connection_string(settings) as conninfo:
+            recovery = await RecoveryCheck(conninfo, settings).check()
+            integrity = await _integrity_pass(conninfo, settings) if namespace.integrity else None
+    except EmbeddedDatabaseError as exc:
+        return _fail(str(exc), 2)
+    except (psycopg.Error, OSError, TimeoutError) as exc:
+        return _fail(f"PostgreSQL is unavailable: {describe_error(exc)}", 2)
+    print(render_verify(recovery, integrity, namespace.integrity, namespace.output))
+    failed = recovery.failed > 0 or (integrity is not None and integrity.problems > 0)
+    return 1 if failed else 0
+
+
+async def _integrity_pass(conninfo: str, settings: Settings) -> PassReport | None:
+    """One whole integrity pass; None when LangGraph's tables do not exist yet."""
+    from exporter.workflows.integrity import MissingTablesError, full_pass
+
+    kwargs = exporter_connect_kwargs(conninfo, settings)
+    async with await psycopg.AsyncConnection.connect(conninfo, **kwargs) as conn:
+        try:
+            return await full_pass(conn, settings.postgres_schema, batch=settings.integrity_batch)
+        except MissingTablesError:
+            return None
+
+
+def render_verify(
+    recovery: RecoveryReport,
+    integrity: PassReport | None,
+    integrity_requested: bool,
+    output: str,
+) -> str:
+    """The ``verify`` report as text or JSON; thread ids appear here, never in metrics."""
+    if output == "json":
+        document: dict[str, Any] = {"recovery": recovery.as_dict()}
+        if integrity_requested:
+            document["integrity"] = None if integrity is None else _integrity_dict(integrity)
+        return json.dumps(document, indent=2)
+    if not recovery.table_exists:
+        lines = ["recovery check: no workflow_metadata table, nothing to check"]
+    else:
+        lines = [
+            f"recovery check: {recovery.checked} running workflows checked, "
+            f"{recovery.recovered} recovered, {recovery.failed} failed "
+            f"({recovery.duration_seconds:.3f} s)"
+        ]
+    lines += [f"  failed: {f.thread_id} ({f.error})" for f in recovery.failures]
+    if integrity_requested and integrity is None:
+        lines.append("integrity: no checkpoint tables, nothing to check")
+    elif integrity is not None:
+        lines.append(
+            f"integrity: {integrity.threads} threads checked, {integrity.problems} problems "
+            f"({integrity.seconds:.3f} s)"
+        )
+        lines += [
+            f"  {f.check}: {f.thread_id} [{f.checkpoint_ns}] {f.detail}" for f in integrity.findings
+        ]
+    return "\n".join(lines)
+
+
+def _integrity_dict(report: PassReport) -> dict[str, Any]:
+    return {
+        "threads": report.threads,
+        "problems": report.problems,
+        "counts": dict(report.counts),
+        "findings": [
+            {
+                "check": f.check,
+                "threadId": f.thread_id,
+                "checkpointNs": f.checkpoint_ns,
+                "detail": f.detail,
+                "count": f.count,
+            }
+            for f in report.findings
+        ],
+        "completedAt": report.completed_at,
+        "durationSeconds": round(report.seconds, 6),
+    }
+
+
+def healthcheck(settings: Settings, url: str | None) -> int:
+    """Ask the health endpoint once; print its status; 0 for 200, 1 for anything else."""
+    from exporter.server import HEALTH_PATH
+
+    if url is None:
+        host = settings.listen_address.host or "127.0.0.1"
+        host = f"[{host}]" if ":" in host else host
+        url = f"http://{host}:{settings.listen_address.port}{HEALTH_PATH}"
+    try:
+        with urllib.request.urlopen(url, timeout=HEALTHCHECK_TIMEOUT) as response:
+            document = json.load(response)
+    except urllib.error.HTTPError as exc:
+        try:
+            status = json.load(exc).get("status", f"HTTP {exc.code}")
+        except ValueError:
+            status = f"HTTP {exc.code}"
+        print(status)
+        return 1
+    except (OSError, ValueError) as exc:
+        return _fail(f"{redact(url)}: {describe_error(exc)}", 1)
+    print(document.get("status", "unknown"))
+    return 0
+
+
 def _fail(message: str, status: int) -> int:
     # One line, whatever the message quotes (argparse echoes arguments verbatim).
     line = " ".join(redact(message).splitlines())
@@ -171,6 +315,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(settings.log_level, settings.log_format)
     disable_created_metrics()  # type: ignore[no-untyped-call]
     try:
+        if command == "healthcheck":
+            return healthcheck(settings, namespace.url)
+        if command == "verify":
+            return asyncio.run(verify(settings, namespace))
         if command == "loadtest":
             serve_too = namespace.listen_address is not None
             return asyncio.run(loadtest(settings, namespace, serve_too))

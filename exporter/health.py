@@ -1,13 +1,25 @@
 """Builds the health document of ``/api/health/checkpointer`` from what the sidecar knows.
 
-Rules, in order:
+Rules, in order; the first that applies decides:
 
-- ``unhealthy`` (HTTP 503): PostgreSQL is the configured store and did not
-  answer (no fallback is active);
-- ``degraded`` (HTTP 200): the in-memory fallback runs although PostgreSQL
-  was requested, or the checkpointer pool is exhausted (every connection
-  busy and requests waiting);
-- ``healthy`` (HTTP 200): otherwise.
+1. ``degraded`` (HTTP 200): the in-memory fallback runs although PostgreSQL
+   was requested;
+2. ``unhealthy`` (HTTP 503): PostgreSQL is the configured store and did not
+   answer;
+3. ``unhealthy`` (HTTP 503): the canary failed its last 3 probes in a row
+   (``CANARY_UNHEALTHY_AFTER``): checkpoints cannot be saved or read back;
+4. ``degraded`` (HTTP 200): the canary's last probe did not succeed (timeout,
+   error or mismatch);
+5. ``degraded`` (HTTP 200): the checkpointer pool is exhausted (every
+   connection busy and requests waiting);
+6. ``degraded`` (HTTP 200): the last recovery check found running workflows
+   whose latest checkpoint does not load;
+7. ``degraded`` (HTTP 200): the integrity checks found problems;
+8. ``healthy`` (HTTP 200): otherwise.
+
+The canary counts only on the sidecar that ran its last probe (the leader);
+elsewhere its figures are reported but judge nothing. A recovery check that
+could not reach the database judges nothing either: rule 2 covers an outage.
 """
 
 from __future__ import annotations
@@ -15,14 +27,28 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Final, Protocol
 
 from exporter.checkpointer.backend import Backend
 from exporter.checkpointer.instrumented import ErrorRecord
 from exporter.database import Ping
 from exporter.redact import redact
+from exporter.workflows.canary import SUCCESS, CanaryStatus
+from exporter.workflows.recovery import RecoveryReport
 
 HEALTHY, DEGRADED, UNHEALTHY = "healthy", "degraded", "unhealthy"
+# Consecutive failed canary probes that make the checkpointer unhealthy rather than degraded.
+CANARY_UNHEALTHY_AFTER: Final = 3
+
+
+class IntegritySummary(Protocol):
+    """What health needs from the integrity checks: problems found, by kind, and when."""
+
+    @property
+    def counts(self) -> Mapping[str, int]: ...
+
+    @property
+    def completed_at(self) -> float | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +60,9 @@ class HealthInputs:
     ping: Ping | None
     pool_stats: Mapping[str, int] | None
     last_error: ErrorRecord | None
+    canary: CanaryStatus | None = None
+    recovery: RecoveryReport | None = None
+    integrity: IntegritySummary | None = None
 
 
 def _pool_exhausted(stats: Mapping[str, int]) -> bool:
@@ -44,15 +73,80 @@ def _pool_exhausted(stats: Mapping[str, int]) -> bool:
     )
 
 
+def _canary_failures(canary: CanaryStatus | None) -> int:
+    """Failed probes in a row that count here: none unless this sidecar runs the canary."""
+    if canary is None or not canary.active or canary.last_result in (None, SUCCESS):
+        return 0
+    return canary.consecutive_failures
+
+
 def status_of(inputs: HealthInputs) -> str:
     """Apply the rules in this module's docstring."""
     if inputs.backend.fallback_reason is not None:
         return DEGRADED
     if inputs.backend.postgres_requested and not (inputs.ping and inputs.ping.ok):
         return UNHEALTHY
+    canary_failures = _canary_failures(inputs.canary)
+    if canary_failures >= CANARY_UNHEALTHY_AFTER:
+        return UNHEALTHY
+    if canary_failures > 0:
+        return DEGRADED
     if inputs.pool_stats and _pool_exhausted(inputs.pool_stats):
         return DEGRADED
+    if inputs.recovery is not None and inputs.recovery.failed > 0:
+        return DEGRADED
+    if inputs.integrity is not None and any(n > 0 for n in inputs.integrity.counts.values()):
+        return DEGRADED
     return HEALTHY
+
+
+def _when(unix: float | None) -> str | None:
+    return None if unix is None else datetime.fromtimestamp(unix, UTC).isoformat()
+
+
+def _seconds(value: float | None) -> float | None:
+    return None if value is None else round(value, 6)
+
+
+def canary_section(canary: CanaryStatus | None) -> dict[str, Any] | None:
+    """The canary's part of the document (None: the canary is off)."""
+    if canary is None:
+        return None
+    return {
+        "active": canary.active,
+        "status": canary.last_result,
+        "consecutiveFailures": canary.consecutive_failures,
+        "lastSaveSeconds": _seconds(canary.last_save_seconds),
+        "lastLoadSeconds": _seconds(canary.last_load_seconds),
+        "lastProbeAt": _when(canary.last_probe_at),
+        "error": canary.last_error,
+        "restartReadback": canary.readback,
+    }
+
+
+def recovery_section(report: RecoveryReport | None) -> dict[str, Any] | None:
+    """The last recovery check (None: none finished yet); thread ids stay in the logs."""
+    if report is None:
+        return None
+    return {
+        "checked": report.checked,
+        "recovered": report.recovered,
+        "failed": report.failed,
+        "tableExists": report.table_exists,
+        "error": report.error,
+        "completedAt": _when(report.completed_at),
+        "durationSeconds": _seconds(report.duration_seconds),
+    }
+
+
+def integrity_section(integrity: IntegritySummary | None) -> dict[str, Any] | None:
+    """The integrity checks' last findings (None: not running)."""
+    if integrity is None:
+        return None
+    return {
+        "problems": dict(integrity.counts),
+        "completedAt": _when(integrity.completed_at),
+    }
 
 
 def health_document(
@@ -102,6 +196,9 @@ def health_document(
             "reason": backend.fallback_reason,
         },
         "lastError": last_error,
+        "canary": canary_section(inputs.canary),
+        "recovery": recovery_section(inputs.recovery),
+        "integrity": integrity_section(inputs.integrity),
         "checkedAt": (now or datetime.now(UTC)).isoformat(),
     }
     return document, 503 if status == UNHEALTHY else 200

@@ -22,14 +22,24 @@ PREFIX = "CHECKPOINT_EXPORTER_"
 DEFAULT_SCHEMA = "workflow_checkpoints"
 DEFAULT_PORT = 9877
 # Every collector, by name; `exporter.collectors.ALL` must hold exactly these (a test checks).
-COLLECTORS = ("activity", "migrations", "pool", "statements", "tables")
+COLLECTORS = (
+    "activity",
+    "canary",
+    "integrity",
+    "migrations",
+    "pool",
+    "recovery",
+    "statements",
+    "tables",
+    "workflows",
+)
 
 # Unquoted PostgreSQL identifiers only: the schema also goes into a libpq
 # `options` string, where anything needing quotes would need escaping twice.
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 _INTEGER = re.compile(r"^[+-]?[0-9]+$")
-_DURATION = re.compile(r"^(?P<number>\d+(?:\.\d+)?)(?P<unit>ms|s|m)?$")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, None: 1.0}
+_DURATION = re.compile(r"^(?P<number>\d+(?:\.\d+)?)(?P<unit>ms|s|m|h|d)?$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86_400.0, None: 1.0}
 
 
 class SettingsError(ValueError):
@@ -77,6 +87,14 @@ class Settings:
     collectors: tuple[str, ...] = COLLECTORS
     leader_election: bool = True
     tables_interval: float = 60.0
+    tracking: bool = True
+    tracking_flush_interval: float = 1.0
+    stuck_after: float = 900.0
+    prune_threshold: int = 1000
+    canary_interval: float = 30.0
+    canary_timeout: float = 5.0
+    recovery_limit: int = 100
+    integrity_batch: int = 200
 
     @classmethod
     def load(
@@ -461,5 +479,74 @@ SPECS: tuple[Spec, ...] = (
         duration_in(1, 86_400),
         "60s",
         "Least time between two samplings of checkpoint sizes and ages (cached in between).",
+    ),
+    Spec(
+        "tracking",
+        f"{PREFIX}TRACKING",
+        "--tracking.enabled",
+        parse_bool,
+        "true",
+        "Keep `workflow_metadata` current from the instrumented saver (PostgreSQL only): "
+        "status, activity, checkpoint count, last error.",
+    ),
+    Spec(
+        "tracking_flush_interval",
+        f"{PREFIX}TRACKING_FLUSH_INTERVAL",
+        "--tracking.flush-interval",
+        duration_in(0.01, 60),
+        "1s",
+        "How long workflow tracking batches its updates before writing them, off the "
+        "checkpoint path.",
+    ),
+    Spec(
+        "stuck_after",
+        f"{PREFIX}STUCK_AFTER",
+        "--workflows.stuck-after",
+        duration_in(1, 30 * 86_400),
+        "15m",
+        "A running workflow with no checkpoint for this long counts as stuck.",
+    ),
+    Spec(
+        "prune_threshold",
+        f"{PREFIX}PRUNE_THRESHOLD",
+        "--workflows.prune-threshold",
+        integer_in(1, 1_000_000_000),
+        "1000",
+        "Checkpoints per thread above which the thread counts as a prune candidate.",
+    ),
+    Spec(
+        "canary_interval",
+        f"{PREFIX}CANARY_INTERVAL",
+        "--canary.interval",
+        duration_in(0, 86_400),
+        "30s",
+        "Time between two canary probes (save, load, compare on a reserved thread); "
+        "0 turns the probe off.",
+    ),
+    Spec(
+        "canary_timeout",
+        f"{PREFIX}CANARY_TIMEOUT",
+        "--canary.timeout",
+        duration_in(0.05, 600),
+        "5s",
+        "Deadline of one canary probe.",
+    ),
+    Spec(
+        "recovery_limit",
+        f"{PREFIX}RECOVERY_LIMIT",
+        "--recovery.limit",
+        integer_in(1, 1_000_000),
+        "100",
+        "Running workflows (newest first) whose latest checkpoint the recovery check loads "
+        "per run.",
+    ),
+    Spec(
+        "integrity_batch",
+        f"{PREFIX}INTEGRITY_BATCH",
+        "--integrity.batch",
+        integer_in(1, 1_000_000),
+        "200",
+        "Threads the integrity checks examine per scrape; they resume where the last scrape "
+        "stopped until the whole store is covered.",
     ),
 )

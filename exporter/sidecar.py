@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from types import TracebackType
 from typing import Any
 
 from aiohttp import web
+from langgraph.checkpoint.serde.base import SerializerProtocol
 from prometheus_client import REGISTRY, CollectorRegistry
 from prometheus_client.metrics_core import Metric
 from psycopg_pool import AsyncConnectionPool
@@ -16,14 +17,17 @@ from exporter import collectors as collector_registry
 from exporter.checkpointer.backend import MEMORY, POSTGRES, Backend
 from exporter.checkpointer.instrumented import InstrumentedSaver
 from exporter.collectors.base import Collector, ScrapeContext
+from exporter.collectors.integrity import IntegrityCollector
 from exporter.database import Ping, exporter_pool, ping
-from exporter.health import HealthInputs, health_document
+from exporter.health import HealthInputs, IntegritySummary, health_document
 from exporter.leader import LeaderElection
 from exporter.log import get_logger
-from exporter.redact import redact
+from exporter.redact import describe_error, redact
 from exporter.scrape import Outcome, gather_outcomes, outcome_families, status_families
 from exporter.settings import Settings
 from exporter.version import LANGGRAPH_CHECKPOINT_VERSION, PYTHON_VERSION, VERSION
+from exporter.workflows.canary import Canary
+from exporter.workflows.recovery import RecoveryCheck, RecoveryReport
 
 log = get_logger("sidecar")
 
@@ -41,7 +45,9 @@ class Sidecar:
     the sidecar then reports its pool and last error, and shares its registry.
     Standalone (``checkpoint-exporter serve``), pass no saver: the sidecar
     watches the database named by the settings. ``start()`` binds the listen
-    address; ``stop()`` releases everything. Use as ``async with``.
+    address, starts the canary (on the leader, every ``canary_interval``) and
+    runs a recovery check in the background; ``stop()`` releases everything.
+    Use as ``async with``.
     """
 
     def __init__(
@@ -56,7 +62,7 @@ class Sidecar:
         self.checkpointer = checkpointer
         self.registry = REGISTRY if registry is None else registry
         if collectors is None:
-            collectors = [c for c in collector_registry.ALL if c.name in settings.collectors]
+            collectors = collector_registry.create(settings.collectors)
         self.collectors = tuple(collectors)
         self._local = tuple(c for c in self.collectors if not c.database_wide)
         self.backend = self._backend()
@@ -66,8 +72,27 @@ class Sidecar:
         self.leader = (
             LeaderElection(conninfo, settings) if conninfo and settings.leader_election else None
         )
+        self.canary = Canary(conninfo, settings) if conninfo and settings.canary_interval else None
+        self.recovery = RecoveryCheck(conninfo, settings, self._serde()) if conninfo else None
+        self._tasks: list[asyncio.Task[None]] = []
         self._runner: web.AppRunner | None = None
         self._site: web.TCPSite | None = None
+
+    @property
+    def integrity(self) -> IntegritySummary | None:
+        """The last completed integrity pass of this sidecar's integrity collector, if any."""
+        for collector in self.collectors:
+            if isinstance(collector, IntegrityCollector) and collector.scanner is not None:
+                return collector.scanner.last_pass
+        return None
+
+    def _serde(self) -> SerializerProtocol | None:
+        # The application's serializer, so the recovery check decodes what it wrote.
+        return self.checkpointer.serde if self.checkpointer is not None else None
+
+    def leading(self) -> bool:
+        """Whether this sidecar runs database-wide work, as of the last leader check."""
+        return self.leader is None or self.leader.leading
 
     def _backend(self) -> Backend:
         if self.checkpointer is not None and self.checkpointer.backend is not None:
@@ -87,7 +112,18 @@ class Sidecar:
             pools["checkpointer"] = self.backend.pool
         if self._database is not None:
             pools["exporter"] = self._database
-        return ScrapeContext(self.settings, self._database, self.checkpointer, pools)
+        return ScrapeContext(
+            self.settings,
+            self._database,
+            self.checkpointer,
+            pools,
+            canary=self.canary.status() if self.canary is not None else None,
+            recovery=self.recovery.last if self.recovery is not None else None,
+        )
+
+    async def check_recovery(self) -> RecoveryReport | None:
+        """Run the recovery check now; None when no database is configured."""
+        return await self.recovery.run() if self.recovery is not None else None
 
     async def ping(self) -> Ping | None:
         """Ask the database for a sign of life; None when no database is configured."""
@@ -142,6 +178,9 @@ class Sidecar:
             ping=await self.ping(),
             pool_stats=pool.get_stats() if pool is not None else None,
             last_error=self.checkpointer.last_error if self.checkpointer is not None else None,
+            canary=self.canary.status() if self.canary is not None else None,
+            recovery=self.recovery.last if self.recovery is not None else None,
+            integrity=self.integrity,
         )
         return health_document(inputs)
 
@@ -174,6 +213,10 @@ class Sidecar:
             address = self.settings.listen_address
             self._site = web.TCPSite(self._runner, address.host or None, address.port)
             await self._site.start()
+            if self.canary is not None:
+                self._spawn(self.canary.run(self.leading), "canary")
+            if self.recovery is not None:
+                self._spawn(self._startup_recovery(self.recovery), "recovery")
         except BaseException:
             await self.stop()
             raise
@@ -185,8 +228,26 @@ class Sidecar:
             connection_string=redact(self.backend.connection_string or ""),
         )
 
+    def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
+        self._tasks.append(asyncio.create_task(work, name=f"checkpoint-exporter-{name}"))
+
+    @staticmethod
+    async def _startup_recovery(recovery: RecoveryCheck) -> None:
+        # Outages are part of the report; anything else must not vanish with the task.
+        try:
+            await recovery.run()
+        except Exception as exc:
+            log.error("recovery_check_crashed", error=describe_error(exc))
+
     async def stop(self) -> None:
-        """Stop serving and close the exporter's pool; safe to call twice."""
+        """Stop serving, the canary and any recovery check, and close the pools; safe twice."""
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            task.cancel()
+        # Unlike awaiting each task, gather lets a cancellation of stop() itself through.
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self.canary is not None:
+            await self.canary.close()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = self._site = None

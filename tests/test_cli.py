@@ -179,7 +179,7 @@ CASES = [
     case("loadtest-workflows-huge", ["loadtest", "--workflows", "10001"], "--workflows"),
     case("loadtest-workflows-word", ["loadtest", "--workflows", "many"], "--workflows"),
     case("loadtest-duration-zero", ["loadtest", "--duration", "0s"], "--duration"),
-    case("loadtest-duration-hours", ["loadtest", "--duration", "5h"], "--duration"),
+    case("loadtest-duration-two-days", ["loadtest", "--duration", "48h"], "--duration"),
     case("loadtest-think-time-word", ["loadtest", "--think-time", "x"], "--think-time"),
     case("loadtest-think-time-negative", ["loadtest", "--think-time=-1ms"], "--think-time"),
     case("loadtest-state-kb-nan", ["loadtest", "--state-kb", "nan"], "--state-kb"),

@@ -87,10 +87,10 @@ async def test_metrics_reference_matches_a_real_scrape(
 
 
 @pytest.mark.parametrize("collector", ALL, ids=lambda c: c.name)
-def test_collector_docstrings_show_what_the_readme_lists(collector: Collector) -> None:
+def test_collector_docstrings_show_what_the_readme_lists(collector: type[Collector]) -> None:
     """Each collector's module docstring shows every metric of its subsystem, and only those."""
     prefix = f"langgraph_checkpointer_{collector.name}_"
-    doc = sys.modules[type(collector).__module__].__doc__ or ""
+    doc = sys.modules[collector.__module__].__doc__ or ""
     histograms = {row[0] for row in table_rows(prefix) if row[1] == "histogram"}
     shown = set()
     for name in re.findall(rf"^\s+({prefix}\w+)[{{ ]", doc, re.M):

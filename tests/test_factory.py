@@ -70,6 +70,8 @@ async def test_flag_on_builds_a_pooled_postgres_saver_in_the_schema(
                 "checkpoint_migrations",
                 "checkpoint_writes",
                 "checkpoints",
+                "workflow_metadata",
+                "workflow_metadata_migrations",
             ]
             cursor = await conn.execute(
                 "SELECT count(*), count(DISTINCT v) FROM lg_checkpoints.checkpoint_migrations"

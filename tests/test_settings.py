@@ -51,6 +51,14 @@ GOOD: dict[str, tuple[str, Any]] = {
     "collectors": ("tables, pool", ("pool", "tables")),
     "leader_election": ("false", False),
     "tables_interval": ("5m", 300.0),
+    "tracking": ("false", False),
+    "tracking_flush_interval": ("250ms", 0.25),
+    "stuck_after": ("1h", 3600.0),
+    "prune_threshold": ("50", 50),
+    "canary_interval": ("0", 0.0),
+    "canary_timeout": ("2s", 2.0),
+    "recovery_limit": ("10", 10),
+    "integrity_batch": ("500", 500),
 }
 
 # A second good value, different from GOOD's, for settings that have a flag.
@@ -77,6 +85,14 @@ OTHER: dict[str, tuple[str, Any]] = {
     "collectors": ("activity", ("activity",)),
     "leader_election": ("on", True),
     "tables_interval": ("90", 90.0),
+    "tracking": ("on", True),
+    "tracking_flush_interval": ("2s", 2.0),
+    "stuck_after": ("30m", 1800.0),
+    "prune_threshold": ("5000", 5000),
+    "canary_interval": ("10s", 10.0),
+    "canary_timeout": ("1s", 1.0),
+    "recovery_limit": ("3", 3),
+    "integrity_batch": ("7", 7),
 }
 
 FLAGGED = [spec for spec in SPECS if spec.flag is not None]
@@ -181,12 +197,14 @@ def test_load_reads_the_process_environment_by_default(monkeypatch: pytest.Monke
         ("0.5", 0.5),
         (" 2s ", 2.0),
         ("3600s", 3600.0),
+        ("2h", 7200.0),
+        ("0.5d", 43_200.0),
     ],
 )
 def test_duration_forms(raw: str, seconds: float) -> None:
-    """Durations accept bare seconds and the ms, s and m units."""
-    settings = Settings.load({"CHECKPOINT_EXPORTER_POOL_TIMEOUT": raw}, {})
-    assert settings.pool_timeout == pytest.approx(seconds)
+    """Durations accept bare seconds and the ms, s, m, h and d units."""
+    settings = Settings.load({"CHECKPOINT_EXPORTER_CANARY_INTERVAL": raw}, {})
+    assert settings.canary_interval == pytest.approx(seconds)
 
 
 @pytest.mark.parametrize(

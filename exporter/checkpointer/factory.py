@@ -24,6 +24,8 @@ from exporter.database import checkpointer_connect_kwargs, connection_string
 from exporter.log import get_logger
 from exporter.redact import describe_error, redact
 from exporter.settings import Settings
+from exporter.workflows import schema as workflow_schema
+from exporter.workflows.tracker import WorkflowTracker
 
 log = get_logger("checkpointer")
 
@@ -48,7 +50,7 @@ async def _acquire_setup_lock(conn: AsyncConnection[DictRow], schema: str) -> No
 
 
 async def prepare_schema(conninfo: str, settings: Settings) -> None:
-    """Create ``POSTGRES_SCHEMA`` if missing and run the saver's migrations exactly once.
+    """Create ``POSTGRES_SCHEMA`` if missing and run LangGraph's and our migrations exactly once.
 
     An advisory lock, held on a connection of its own, keeps replicas that
     start together from running LangGraph's migrations concurrently.
@@ -64,6 +66,7 @@ async def prepare_schema(conninfo: str, settings: Settings) -> None:
                 await conn.execute(sql.create_schema(schema))
             async with await AsyncConnection.connect(conninfo, **kwargs) as setup_conn:
                 await AsyncPostgresSaver(conn=setup_conn).setup()
+            await workflow_schema.migrate(conn, schema)
         finally:
             await conn.execute(sql.RELEASE_SETUP_LOCK, (sql.SETUP_LOCK_KEY, schema))
 
@@ -105,7 +108,9 @@ async def build_checkpointer(
     If PostgreSQL cannot be reached this raises
     :class:`CheckpointerUnavailableError`, unless ``fallback_to_memory`` is
     set: then the in-memory saver runs and ``saver.backend.fallback_reason``
-    (shown by health and metrics) says why.
+    (shown by health and metrics) says why. With ``tracking`` on, PostgreSQL
+    savers keep ``workflow_metadata`` current through ``saver.tracker``
+    (None otherwise), which is flushed and closed on exit.
     """
     metrics = saver_metrics(registry)
     schema = settings.postgres_schema
@@ -130,6 +135,12 @@ async def build_checkpointer(
             return
         stack.push_async_callback(pool.close)
         saver: Any = AsyncPostgresSaver(conn=pool)
+        tracker = None
+        if settings.tracking:
+            tracker = WorkflowTracker(conninfo, settings, registry=registry)
+            await tracker.start()
+            # Closed before the pool: the last flush comes after the application's last write.
+            stack.push_async_callback(tracker.close)
         log.info(
             "checkpointer_ready",
             checkpointer=POSTGRES,
@@ -137,4 +148,5 @@ async def build_checkpointer(
             connection_string=redact(conninfo),
             pool_max_size=settings.pool_max_size,
         )
-        yield wrap_saver(saver, metrics, observer, Backend(POSTGRES, schema, conninfo, pool))
+        backend = Backend(POSTGRES, schema, conninfo, pool)
+        yield wrap_saver(saver, metrics, observer, backend, tracker)

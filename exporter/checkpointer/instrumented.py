@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Callable, Collection, Iterator, Mappi
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import Enum
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.serde.base import SerializerProtocol
@@ -27,6 +27,9 @@ from exporter.checkpointer.locks import time_lock
 from exporter.checkpointer.metrics import SaverMetrics, saver_metrics
 from exporter.checkpointer.payload import measure_serde
 from exporter.redact import redact
+
+if TYPE_CHECKING:
+    from exporter.workflows.tracker import WorkflowTracker
 
 
 class Kind(Enum):
@@ -96,6 +99,8 @@ class InstrumentedSaver(BaseCheckpointSaver[Any]):
     """Base of the per-type proxies made by :func:`instrument`; never instantiated directly."""
 
     backend: Backend | None
+    tracker: WorkflowTracker | None
+    """Workflow tracking fed by this saver's writes (``build_checkpointer`` sets it), or None."""
 
     def __init__(
         self, inner: BaseCheckpointSaver[Any], metrics: SaverMetrics, observer: Observer | None
@@ -118,6 +123,7 @@ class InstrumentedSaver(BaseCheckpointSaver[Any]):
             if name in type(self).__dict__:
                 setattr(self, name, getattr(inner, name))
         self.backend = None
+        self.tracker = None
 
     @property
     def inner(self) -> BaseCheckpointSaver[Any]:
@@ -156,7 +162,7 @@ class InstrumentedSaver(BaseCheckpointSaver[Any]):
         clone = self._inner.with_allowlist(extra_allowlist)
         if clone is self._inner:
             return self
-        return wrap_saver(clone, self._metrics, self._observer, self.backend)
+        return wrap_saver(clone, self._metrics, self._observer, self.backend, self.tracker)
 
     def __getattr__(self, name: str) -> Any:
         # Private names are never forwarded: copy.copy probes them on a bare instance.
@@ -179,6 +185,8 @@ class InstrumentedSaver(BaseCheckpointSaver[Any]):
             self._observer(
                 Observation(stats.operation, call.spent, call.lock_wait, call.payload, error)
             )
+        if self.tracker is not None:
+            self.tracker.observe(stats.operation, call.args, call.kwargs, error)
 
 
 def _timed_sync(name: str, operation: str, fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -327,12 +335,14 @@ def wrap_saver(
     metrics: SaverMetrics,
     observer: Observer | None,
     backend: Backend | None,
+    tracker: WorkflowTracker | None = None,
 ) -> InstrumentedSaver:
     """Instrument ``inner`` into ``metrics``: the one place the proxy is assembled."""
     inner.serde = measure_serde(inner.serde)
     time_lock(inner, metrics)
     proxy = instrumented_class(type(inner))(inner, metrics, observer)
     proxy.backend = backend
+    proxy.tracker = tracker
     return proxy
 
 

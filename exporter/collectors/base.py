@@ -4,13 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from prometheus_client.metrics_core import Metric
 from psycopg_pool import AsyncConnectionPool
 
 from exporter.checkpointer.instrumented import InstrumentedSaver
 from exporter.settings import Settings
+
+if TYPE_CHECKING:
+    from exporter.workflows.canary import CanaryStatus
+    from exporter.workflows.recovery import RecoveryReport
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,12 +23,16 @@ class ScrapeContext:
 
     ``database`` is the exporter's own small pool (None when no PostgreSQL is
     configured); ``pools`` are the connection pools to report, by name.
+    ``canary`` and ``recovery`` are snapshots of the sidecar's canary and of
+    its last recovery check (None: canary off, or no check finished yet).
     """
 
     settings: Settings
     database: AsyncConnectionPool[Any] | None = None
     saver: InstrumentedSaver | None = None
     pools: Mapping[str, AsyncConnectionPool[Any]] = field(default_factory=dict)
+    canary: CanaryStatus | None = None
+    recovery: RecoveryReport | None = None
 
 
 class Collector(Protocol):

@@ -1,0 +1,233 @@
+"""Integrity of the checkpoint tables, checked a batch of threads per scrape.
+
+Each scrape runs one step of :mod:`exporter.workflows.integrity`: it examines
+the next ``CHECKPOINT_EXPORTER_INTEGRITY_BATCH`` threads (in thread id order)
+and resumes there on the next scrape; once every thread was examined, the
+pass is complete and its counts are published. ``check`` is one of
+``missing_blobs``, ``orphan_writes``, ``unreferenced_blobs``,
+``undecodable_blobs`` (every check appears, zero when none). Produces::
+
+    langgraph_checkpointer_integrity_problems{check="missing_blobs"} 0
+    langgraph_checkpointer_integrity_problems{check="orphan_writes"} 3
+    langgraph_checkpointer_integrity_problems{check="unreferenced_blobs"} 12
+    langgraph_checkpointer_integrity_problems{check="undecodable_blobs"} 0
+    langgraph_checkpointer_integrity_last_pass_threads 4000
+    langgraph_checkpointer_integrity_last_pass_duration_seconds 300
+    langgraph_checkpointer_integrity_last_pass_timestamp_seconds 1.7e+09
+    langgraph_checkpointer_integrity_pass_problems{check="missing_blobs"} 0
+    langgraph_checkpointer_integrity_pass_problems{check="orphan_writes"} 1
+    langgraph_checkpointer_integrity_pass_problems{check="unreferenced_blobs"} 0
+    langgraph_checkpointer_integrity_pass_problems{check="undecodable_blobs"} 0
+    langgraph_checkpointer_integrity_pass_threads 1200
+    langgraph_checkpointer_integrity_passes_completed_total 7
+    langgraph_checkpointer_integrity_step_duration_seconds 0.08
+    langgraph_checkpointer_integrity_batch_threads 200
+
+``problems`` and the ``last_pass_*`` series are absent until a first pass
+completes, ``step_duration_seconds`` until a first step does; ``pass_*``
+describe the pass under way. A step that misses the
+collector deadline (or fails) halves ``batch_threads`` for the next one; fast
+steps double it back up to the setting. Each problem is also logged
+(``integrity_problem``, with thread id and detail) when first found.
+
+Values are decoded with the application's serializer when the sidecar runs
+in-process with its saver; standalone, with LangGraph's ``JsonPlusSerializer``,
+which cannot read values an application encrypts or serializes its own way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Sequence
+from typing import ClassVar, Final
+
+from langgraph.checkpoint.serde.base import SerializerProtocol
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
+
+from exporter.collectors.base import ScrapeContext
+from exporter.log import get_logger
+from exporter.workflows.integrity import (
+    CHECKS,
+    Finding,
+    MissingTablesError,
+    PassReport,
+    Scanner,
+    Step,
+)
+
+log = get_logger("integrity")
+
+PREFIX = "langgraph_checkpointer_integrity_"
+# Findings logged one by one per step; the rest are only counted in the log.
+LOGGED_FINDINGS: Final = 20
+
+
+def _by_check(name: str, doc: str, counts: dict[str, int]) -> GaugeMetricFamily:
+    family = GaugeMetricFamily(PREFIX + name, doc, labels=["check"])
+    for check in CHECKS:
+        family.add_metric([check], float(counts.get(check, 0)))
+    return family
+
+
+def integrity_families(
+    *,
+    last_pass: PassReport | None,
+    pass_counts: dict[str, int],
+    pass_threads: int,
+    passes: int,
+    step_seconds: float | None,
+    batch: int,
+) -> list[Metric]:
+    """The scanner's state as families; ``last_pass`` None before the first pass completes."""
+    families: list[Metric] = []
+    if last_pass is not None:
+        families += [
+            _by_check(
+                "problems",
+                "Problems the last completed pass found, by check.",
+                dict(last_pass.counts),
+            ),
+            GaugeMetricFamily(
+                PREFIX + "last_pass_threads",
+                "Threads the last completed pass examined.",
+                value=float(last_pass.threads),
+            ),
+            GaugeMetricFamily(
+                PREFIX + "last_pass_duration_seconds",
+                "Time from the first to the last step of the last completed pass.",
+                value=last_pass.seconds,
+            ),
+            GaugeMetricFamily(
+                PREFIX + "last_pass_timestamp_seconds",
+                "Unix time the last pass completed.",
+                value=last_pass.completed_at,
+            ),
+        ]
+    families += [
+        _by_check(
+            "pass_problems", "Problems the pass under way has found so far, by check.", pass_counts
+        ),
+        GaugeMetricFamily(
+            PREFIX + "pass_threads",
+            "Threads the pass under way has examined so far.",
+            value=float(pass_threads),
+        ),
+        CounterMetricFamily(
+            PREFIX + "passes_completed",
+            "Passes over every thread completed since the exporter started.",
+            value=float(passes),
+        ),
+    ]
+    if step_seconds is not None:
+        families.append(
+            GaugeMetricFamily(
+                PREFIX + "step_duration_seconds",
+                "Time the last completed step took.",
+                value=step_seconds,
+            )
+        )
+    families.append(
+        GaugeMetricFamily(
+            PREFIX + "batch_threads",
+            "Threads the next step examines (halved after a step that missed its deadline).",
+            value=float(batch),
+        )
+    )
+    return families
+
+
+def log_findings(findings: Sequence[Finding], limit: int = LOGGED_FINDINGS) -> None:
+    """Log each finding, at most ``limit`` of them, and how many more were left out."""
+    for finding in findings[:limit]:
+        log.warning(
+            "integrity_problem",
+            check=finding.check,
+            thread_id=finding.thread_id,
+            checkpoint_ns=finding.checkpoint_ns,
+            count=finding.count,
+            detail=finding.detail,
+        )
+    if len(findings) > limit:
+        log.warning("integrity_problems_not_logged", findings=len(findings) - limit)
+
+
+def _pass_completed(report: PassReport) -> None:
+    log.info(
+        "integrity_pass_completed",
+        threads=report.threads,
+        seconds=round(report.seconds, 3),
+        **dict(report.counts),
+    )
+
+
+class IntegrityCollector:
+    """Runs one integrity step per scrape and reports the scanner it keeps.
+
+    The scanner (cursor, tallies, last pass) lives on the instance, keyed by
+    pool, schema, batch size and serializer; a change starts over. A scrape
+    that arrives while another's step runs reports without stepping.
+    """
+
+    name: ClassVar[str] = "integrity"
+    database_wide: ClassVar[bool] = True
+
+    def __init__(self) -> None:
+        self._scanner: Scanner | None = None
+        self._key: tuple[int, str, int, int] | None = None
+        self._lock = asyncio.Lock()
+        self._step_seconds: float | None = None
+        self._missing_logged = False
+
+    @property
+    def scanner(self) -> Scanner | None:
+        return self._scanner
+
+    def _scanner_for(self, ctx: ScrapeContext) -> Scanner:
+        settings = ctx.settings
+        serde: SerializerProtocol | None = ctx.saver.serde if ctx.saver is not None else None
+        key = (id(ctx.database), settings.postgres_schema, settings.integrity_batch, id(serde))
+        if self._scanner is None or key != self._key:
+            self._key = key
+            self._scanner = Scanner(
+                settings.postgres_schema,
+                serde,
+                settings.integrity_batch,
+                budget=settings.collector_timeout,
+            )
+            self._step_seconds = None
+        return self._scanner
+
+    async def collect(self, ctx: ScrapeContext) -> list[Metric]:
+        if ctx.database is None:
+            return []
+        scanner = self._scanner_for(ctx)
+        if not self._lock.locked():
+            async with self._lock, ctx.database.connection() as conn:
+                try:
+                    step = await scanner.step(conn)
+                except MissingTablesError as exc:
+                    if not self._missing_logged:
+                        log.info("integrity_tables_missing", reason=str(exc))
+                        self._missing_logged = True
+                else:
+                    self._missing_logged = False
+                    self._stepped(step)
+        return integrity_families(
+            last_pass=scanner.last_pass,
+            pass_counts=dict(scanner.counts),
+            pass_threads=scanner.threads,
+            passes=scanner.passes,
+            step_seconds=self._step_seconds,
+            batch=scanner.batch,
+        )
+
+    def _stepped(self, step: Step) -> None:
+        self._step_seconds = step.seconds
+        log_findings(_ordered(step.findings))
+        if step.completed is not None:
+            _pass_completed(step.completed)
+
+
+def _ordered(findings: Iterable[Finding]) -> list[Finding]:
+    return sorted(findings, key=lambda f: (f.check, f.thread_id, f.checkpoint_ns))

@@ -1,0 +1,1 @@
+"""Workflow health: status tracking, canary probe, recovery and integrity checks."""

@@ -1,0 +1,468 @@
+"""The canary: the sidecar's own end-to-end check of the checkpoint store.
+
+Every ``canary_interval`` the leading sidecar saves a checkpoint with blobs and
+pending writes to the reserved thread :data:`CANARY_THREAD_ID`, loads it back
+and compares it field by field. It writes through a plain
+``AsyncPostgresSaver`` on a connection of its own, never through the
+instrumented saver, so workflow tracking and figures never see it.
+
+The content is derived from a seed kept in the checkpoint's metadata, so any
+sidecar can verify a canary another one (or itself before a restart) wrote.
+Each probe first verifies the canary already stored, which catches data that
+changed at rest, then writes the next one and prunes the thread to it: the
+thread holds one checkpoint between probes and two at most during one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import string
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from time import perf_counter, time
+from typing import Any, Final, cast
+
+import psycopg
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import (
+    LATEST_VERSION,
+    ChannelVersions,
+    Checkpoint,
+    CheckpointMetadata,
+    CheckpointTuple,
+)
+from langgraph.checkpoint.base.id import uuid6
+from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
+from psycopg import AsyncConnection
+from psycopg.rows import DictRow
+
+from exporter.checkpointer.metrics import DURATION_BUCKETS, Distribution
+from exporter.database import exporter_connect_kwargs
+from exporter.log import get_logger
+from exporter.redact import describe_error
+from exporter.settings import Settings
+from exporter.workflows.schema import CANARY_THREAD_ID
+
+log = get_logger("canary")
+
+SUCCESS, TIMEOUT, ERROR, MISMATCH = "success", "timeout", "error", "mismatch"
+RESULTS: Final = (SUCCESS, TIMEOUT, ERROR, MISMATCH)
+# What reading back the canary stored before this process started found.
+READBACK_SUCCESS, READBACK_MISSING, READBACK_FAILED = "success", "missing", "failed"
+READBACK_RESULTS: Final = (READBACK_SUCCESS, READBACK_MISSING, READBACK_FAILED)
+
+METADATA_KEY: Final = "checkpoint_exporter_canary"
+# Recorded in the metadata; bumped if the content derived from a seed ever changes.
+FORMAT: Final = 1
+TASK_PATH: Final = "~canary"
+_TEXT_ALPHABET: Final = string.ascii_letters + string.digits + " -_.:/äöüé€"
+# Errors that mean "the database could not be asked", as opposed to "it answered wrongly".
+UNREACHABLE: Final = (psycopg.OperationalError, OSError, TimeoutError)
+
+CHECKPOINTS_TABLE_EXISTS = "SELECT to_regclass('checkpoints') IS NOT NULL AS exists"
+# Held for one probe, per schema, beside sql.SETUP_LOCK_KEY and sql.LEADER_LOCK_KEY.
+CANARY_LOCK_KEY: Final = 0x6C67_6361  # "lgca"
+LOCK_CANARY = "SELECT pg_advisory_lock(%s, hashtext(%s))"
+UNLOCK_CANARY = "SELECT pg_advisory_unlock(%s, hashtext(%s))"
+
+
+def saver_connect_kwargs(conninfo: str, settings: Settings) -> dict[str, Any]:
+    """The exporter's bounded connection arguments, with the checkpoint schema on the path.
+
+    LangGraph's SQL names its tables unqualified, so a saver the exporter runs
+    itself needs ``POSTGRES_SCHEMA`` first on the ``search_path``, as the
+    application's pool has it.
+    """
+    kwargs = exporter_connect_kwargs(conninfo, settings)
+    kwargs["options"] = f"{kwargs['options']} -c search_path={settings.postgres_schema}"
+    return kwargs
+
+
+@dataclass(frozen=True, slots=True)
+class CanaryContent:
+    """Everything one canary checkpoint holds, as written and as it must load back."""
+
+    checkpoint: Checkpoint
+    metadata: dict[str, Any]
+    task_id: str
+    writes: tuple[tuple[str, Any], ...]
+
+    @property
+    def checkpoint_id(self) -> str:
+        return self.checkpoint["id"]
+
+    @property
+    def pending_writes(self) -> list[tuple[str, str, Any]]:
+        return [(self.task_id, channel, value) for channel, value in self.writes]
+
+
+def canary_content(seed: str, checkpoint_id: str, ts: str) -> CanaryContent:
+    """The canary for ``seed``: pure, so a reader can rebuild it from the metadata alone.
+
+    ``payload`` and ``history`` are not primitives, so LangGraph stores them in
+    ``checkpoint_blobs``; ``seed`` stays inline in the checkpoint row.
+    """
+    rng = random.Random(f"{FORMAT}:{seed}")
+    payload = {
+        "numbers": [rng.randrange(-(2**40), 2**40) for _ in range(16)],
+        "ratio": rng.random(),
+        "text": "".join(rng.choices(_TEXT_ALPHABET, k=64)),
+        "raw": rng.randbytes(32),
+        "nested": {"flags": [rng.random() < 0.5 for _ in range(8)], "nothing": None},
+    }
+    history = [{"step": step, "value": rng.random()} for step in range(4)]
+    versions: ChannelVersions = {
+        "payload": f"{1:032}.{seed}",
+        "history": f"{2:032}.{seed}",
+        "seed": f"{3:032}.{seed}",
+    }
+    checkpoint = Checkpoint(
+        v=LATEST_VERSION,
+        id=checkpoint_id,
+        ts=ts,
+        channel_values={"payload": payload, "history": history, "seed": seed},
+        channel_versions=versions,
+        versions_seen={"canary": dict(versions)},
+        updated_channels=sorted(versions),
+    )
+    writes = (
+        ("payload", {"delta": rng.randbytes(16), "count": rng.randrange(1_000_000)}),
+        ("history", [{"step": 4, "value": rng.random()}]),
+    )
+    metadata = {
+        "source": "update",
+        "step": 0,
+        "parents": {},
+        METADATA_KEY: {"format": FORMAT, "seed": seed, "id": checkpoint_id, "ts": ts},
+    }
+    return CanaryContent(checkpoint, metadata, f"canary-{seed}", writes)
+
+
+def new_canary() -> CanaryContent:
+    """A canary with a fresh seed, a new checkpoint id and the current time."""
+    seed = f"{random.getrandbits(64):016x}"
+    return canary_content(seed, str(uuid6(clock_seq=-1)), datetime.now(UTC).isoformat())
+
+
+def expected_content(metadata: Mapping[str, Any]) -> CanaryContent | None:
+    """The content a stored canary must have, rebuilt from its metadata; None if unrecognised."""
+    recorded = metadata.get(METADATA_KEY)
+    if not isinstance(recorded, Mapping) or recorded.get("format") != FORMAT:
+        return None
+    seed, checkpoint_id, ts = recorded.get("seed"), recorded.get("id"), recorded.get("ts")
+    if not all(isinstance(value, str) for value in (seed, checkpoint_id, ts)):
+        return None
+    return canary_content(str(seed), str(checkpoint_id), str(ts))
+
+
+CHECKPOINT_FIELDS: Final = (
+    "v",
+    "ts",
+    "channel_values",
+    "channel_versions",
+    "versions_seen",
+    "updated_channels",
+)
+
+
+def differences(expected: CanaryContent, loaded: CheckpointTuple) -> list[str]:
+    """The fields in which ``loaded`` differs from ``expected`` (empty: identical)."""
+    configurable = loaded.config.get("configurable", {})
+    found: list[str] = []
+    if configurable.get("thread_id") != CANARY_THREAD_ID:
+        found.append("thread_id")
+    if {configurable.get("checkpoint_id"), loaded.checkpoint.get("id")} != {expected.checkpoint_id}:
+        found.append("checkpoint_id")
+    for name in CHECKPOINT_FIELDS:
+        if loaded.checkpoint.get(name) != expected.checkpoint.get(name):
+            found.append(name)
+    if dict(loaded.metadata) != expected.metadata:
+        found.append("metadata")
+    if list(loaded.pending_writes or []) != expected.pending_writes:
+        found.append("pending_writes")
+    return found
+
+
+class CanaryMismatchError(Exception):
+    """What the store gave back is not what was written."""
+
+    def __init__(self, fields: list[str]) -> None:
+        super().__init__(f"differs in {', '.join(fields)}")
+        self.fields = fields
+
+
+@dataclass(frozen=True, slots=True)
+class CanaryStatus:
+    """A snapshot of the canary's figures, for the collector and the health document.
+
+    ``active`` is whether this sidecar ran the probe at its last turn (it led);
+    ``readback`` stays None until the canary stored before start could be read.
+    """
+
+    probes: Mapping[str, int]
+    save: Distribution
+    load: Distribution
+    last_result: str | None
+    last_probe_at: float | None
+    last_save_seconds: float | None
+    last_load_seconds: float | None
+    last_error: str | None
+    consecutive_failures: int
+    readback: str | None
+    active: bool
+
+
+def _config(checkpoint_id: str | None = None) -> RunnableConfig:
+    configurable: dict[str, Any] = {"thread_id": CANARY_THREAD_ID, "checkpoint_ns": ""}
+    if checkpoint_id is not None:
+        configurable["checkpoint_id"] = checkpoint_id
+    return {"configurable": configurable}
+
+
+class Canary:
+    """Probes the store on the configured database and schema, and keeps the figures.
+
+    One connection of its own, opened on first use and dropped after any
+    failure, so a probe never leaves a half-finished command behind.
+    """
+
+    def __init__(self, conninfo: str, settings: Settings) -> None:
+        self._conninfo = conninfo
+        self._settings = settings
+        self._conn: AsyncConnection[DictRow] | None = None
+        self._saver: AsyncPostgresSaver | None = None
+        # One probe at a time: the loop and an on-demand probe share the connection.
+        self._lock = asyncio.Lock()
+        self._probes = dict.fromkeys(RESULTS, 0)
+        self._save = Distribution(DURATION_BUCKETS)
+        self._load = Distribution(DURATION_BUCKETS)
+        self._last_result: str | None = None
+        self._last_probe_at: float | None = None
+        self._last_save: float | None = None
+        self._last_load: float | None = None
+        self._last_error: str | None = None
+        self._failures = 0
+        self._readback: str | None = None
+        self._readback_error_logged = False
+        self._active = False
+        self._wrote = False
+
+    def status(self) -> CanaryStatus:
+        return CanaryStatus(
+            probes=dict(self._probes),
+            save=self._save.copy(),
+            load=self._load.copy(),
+            last_result=self._last_result,
+            last_probe_at=self._last_probe_at,
+            last_save_seconds=self._last_save,
+            last_load_seconds=self._last_load,
+            last_error=self._last_error,
+            consecutive_failures=self._failures,
+            readback=self._readback,
+            active=self._active,
+        )
+
+    async def run(self, leading: Callable[[], bool]) -> None:
+        """Read back the previous canary, then probe every interval while ``leading()``.
+
+        Runs until cancelled; a failed probe is counted and logged, never raised.
+        """
+        interval = self._settings.canary_interval
+        while True:
+            started = perf_counter()
+            if self._readback is None:
+                await self.readback()
+            self._active = leading()
+            if self._active:
+                await self.probe()
+            await asyncio.sleep(max(0.0, interval - (perf_counter() - started)))
+
+    async def readback(self) -> str | None:
+        """Verify the canary stored before this process started, once it can be read.
+
+        Returns (and keeps) ``success``, ``missing`` (none was ever written) or
+        ``failed``; None while the database cannot be reached (retried next turn).
+        """
+        try:
+            async with self._lock, asyncio.timeout(self._settings.canary_timeout):
+                saver = await self._connect()
+                # Checked first, so that a schema never set up logs no error in the server.
+                exists = await self._tables_exist()
+                stored = await saver.aget_tuple(_config()) if exists else None
+                if stored is not None:
+                    _verify_stored(stored)
+            result = READBACK_MISSING if stored is None else READBACK_SUCCESS
+        except UNREACHABLE as exc:
+            await self._drop()
+            if not self._readback_error_logged:
+                self._readback_error_logged = True
+                log.warning("canary_readback_deferred", error=describe_error(exc))
+            return None
+        except Exception as exc:
+            await self._drop()
+            self._readback = READBACK_FAILED
+            log.warning(
+                "canary_readback_failed",
+                error=type(exc).__name__,
+                message=describe_error(exc),
+                fields=getattr(exc, "fields", None),
+            )
+            return self._readback
+        self._readback = result
+        log.info("canary_readback", result=result)
+        return result
+
+    async def probe(self) -> str:
+        """One probe under ``canary_timeout``: verify the stored canary, save, load, compare.
+
+        Returns the result (``success``, ``timeout``, ``error`` or ``mismatch``);
+        never raises but for cancellation.
+        """
+        error: BaseException | None = None
+        try:
+            async with self._lock, asyncio.timeout(self._settings.canary_timeout):
+                await self._probe()
+            result = SUCCESS
+        except TimeoutError as exc:
+            result, error = TIMEOUT, exc
+        except CanaryMismatchError as exc:
+            result, error = MISMATCH, exc
+        except Exception as exc:
+            result, error = ERROR, exc
+        if result != SUCCESS:
+            # A timed-out or failed command may leave the session mid-protocol.
+            await self._drop()
+        self._record(result, error)
+        return result
+
+    async def _probe(self) -> None:
+        saver = await self._connect()
+        conn = self._connection()
+        schema = self._settings.postgres_schema
+        # Sidecars that probe at once (a leader handing over, or election off) would see
+        # each other's canary half-pruned; the lock goes with the session on any failure.
+        await conn.execute(LOCK_CANARY, (CANARY_LOCK_KEY, schema))
+        problems = await self._exchange(saver, conn)
+        await conn.execute(UNLOCK_CANARY, (CANARY_LOCK_KEY, schema))
+        if problems:
+            raise CanaryMismatchError(problems)
+
+    async def _exchange(
+        self, saver: AsyncPostgresSaver, conn: AsyncConnection[DictRow]
+    ) -> list[str]:
+        """Verify the stored canary, write the next, load and compare it, prune the rest."""
+        problems: list[str] = []
+        try:
+            stored = await saver.aget_tuple(_config())
+        except psycopg.Error:
+            raise
+        except Exception as exc:
+            # Only the stored bytes can fail to decode here: the query itself answered.
+            stored = None
+            problems.append(f"stored.unreadable ({type(exc).__name__})")
+        else:
+            if stored is not None:
+                problems += _stored_problems(stored)
+            elif self._wrote:
+                problems.append("stored.missing")
+
+        content = new_canary()
+        started = perf_counter()
+        # One transaction: a reader sees the checkpoint with its writes or not at all.
+        async with conn.transaction():
+            config = await saver.aput(
+                _config(),
+                content.checkpoint,
+                cast(CheckpointMetadata, content.metadata),
+                content.checkpoint["channel_versions"],
+            )
+            await saver.aput_writes(config, content.writes, content.task_id, TASK_PATH)
+        save_seconds = perf_counter() - started
+        self._wrote = True
+
+        started = perf_counter()
+        loaded = await saver.aget_tuple(_config(content.checkpoint_id))
+        load_seconds = perf_counter() - started
+        if loaded is None:
+            problems.append("saved.missing")
+        else:
+            problems += [f"saved.{name}" for name in differences(content, loaded)]
+
+        await saver.aprune([CANARY_THREAD_ID], strategy="keep_latest")
+        self._last_save, self._last_load = save_seconds, load_seconds
+        self._save.add(save_seconds)
+        self._load.add(load_seconds)
+        return problems
+
+    def _record(self, result: str, error: BaseException | None) -> None:
+        previous = self._last_result
+        self._probes[result] += 1
+        self._last_result = result
+        self._last_probe_at = time()
+        if result == SUCCESS:
+            self._failures, self._last_error = 0, None
+            if previous not in (None, SUCCESS):
+                log.info("canary_recovered", previous=previous)
+            return
+        self._failures += 1
+        self._last_error = _describe(result, error)
+        fields = {
+            "result": result,
+            "error": type(error).__name__ if error is not None else None,
+            "message": self._last_error,
+            "consecutive_failures": self._failures,
+        }
+        # One warning when a kind of failure starts, not one per probe of an outage.
+        if result != previous:
+            log.warning("canary_probe_failed", **fields)
+        else:
+            log.debug("canary_probe_failed", **fields)
+
+    async def _connect(self) -> AsyncPostgresSaver:
+        if self._saver is not None and self._conn is not None and not self._conn.closed:
+            return self._saver
+        self._conn = await AsyncConnection.connect(
+            self._conninfo, **saver_connect_kwargs(self._conninfo, self._settings)
+        )
+        self._saver = AsyncPostgresSaver(conn=self._conn)
+        return self._saver
+
+    def _connection(self) -> AsyncConnection[DictRow]:
+        if self._conn is None:
+            raise RuntimeError("the canary is not connected")
+        return self._conn
+
+    async def _tables_exist(self) -> bool:
+        cursor = await self._connection().execute(CHECKPOINTS_TABLE_EXISTS)
+        row = await cursor.fetchone()
+        return bool(row and row["exists"])
+
+    async def _drop(self) -> None:
+        conn, self._conn, self._saver = self._conn, None, None
+        if conn is not None and not conn.closed:
+            await conn.close()
+
+    async def close(self) -> None:
+        """Close the canary's connection; the figures stay."""
+        await self._drop()
+
+
+def _stored_problems(stored: CheckpointTuple) -> list[str]:
+    expected = expected_content(stored.metadata)
+    if expected is None:
+        return ["stored.metadata"]
+    return [f"stored.{name}" for name in differences(expected, stored)]
+
+
+def _verify_stored(stored: CheckpointTuple) -> None:
+    problems = _stored_problems(stored)
+    if problems:
+        raise CanaryMismatchError(problems)
+
+
+def _describe(result: str, error: BaseException | None) -> str:
+    if result == TIMEOUT:
+        return "probe exceeded the canary timeout"
+    return describe_error(error) if error is not None else result

@@ -1,0 +1,210 @@
+"""The recovery check: could the workflows that were running resume from their checkpoints?
+
+It selects the threads ``workflow_metadata`` says were running (newest
+activity first, at most ``recovery_limit``) and loads each one's latest
+checkpoint with full deserialization, the way LangGraph does when a run
+resumes. A thread whose checkpoint is gone or does not decode counts as
+failed; thread ids and error classes go to the report and the logs, never
+to metric labels. Without a ``workflow_metadata`` table there is nothing to
+select, and the report says so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from time import perf_counter, time
+from typing import Any, Final
+
+import psycopg
+from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
+from langgraph.checkpoint.serde.base import SerializerProtocol
+from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
+from psycopg import AsyncConnection, sql
+from psycopg.rows import DictRow
+
+from exporter.log import get_logger
+from exporter.redact import describe_error
+from exporter.settings import Settings
+from exporter.workflows.canary import saver_connect_kwargs
+from exporter.workflows.schema import CANARY_THREAD_ID, RUNNING, TABLE
+
+log = get_logger("recovery")
+
+WORKFLOW_TABLE_EXISTS = (
+    "SELECT to_regclass(format('%%I.%%I', %s::text, %s::text)) IS NOT NULL AS exists"
+)
+# {table} is the schema-qualified workflow_metadata, quoted as identifiers.
+RUNNING_WORKFLOWS = """
+SELECT thread_id FROM {table}
+WHERE status = %s AND thread_id <> %s
+ORDER BY last_activity DESC, thread_id
+LIMIT %s
+"""
+
+# Errors that mean the database could not be asked at all.
+UNREACHABLE: Final = (psycopg.Error, OSError, TimeoutError)
+
+# The error class reported for a running workflow with no checkpoint left to resume from.
+NO_CHECKPOINT: Final = "CheckpointMissing"
+
+
+def running_workflows_query(schema: str) -> sql.Composed:
+    """:data:`RUNNING_WORKFLOWS` for ``schema``, quoted as an identifier."""
+    return sql.SQL(RUNNING_WORKFLOWS).format(table=sql.Identifier(schema, TABLE))
+
+
+@dataclass(frozen=True, slots=True)
+class RecoveryFailure:
+    """One running workflow whose latest checkpoint could not be loaded, and why."""
+
+    thread_id: str
+    error: str
+
+
+@dataclass(frozen=True, slots=True)
+class RecoveryReport:
+    """One run's outcome.
+
+    ``error`` is set (and nothing was checked) when the database could not be
+    asked; ``table_exists`` is False when there was no ``workflow_metadata`` to read.
+    """
+
+    checked: int
+    recovered: int
+    failures: tuple[RecoveryFailure, ...]
+    completed_at: float
+    duration_seconds: float
+    table_exists: bool = True
+    error: str | None = None
+
+    @property
+    def failed(self) -> int:
+        return len(self.failures)
+
+    @property
+    def ok(self) -> bool:
+        """The run reached the database and every checked workflow recovered."""
+        return self.error is None and not self.failures
+
+    def as_dict(self) -> dict[str, Any]:
+        """The report as JSON-ready data (the ``verify`` command prints it)."""
+        return {
+            "checked": self.checked,
+            "recovered": self.recovered,
+            "failed": self.failed,
+            "failures": [{"threadId": f.thread_id, "error": f.error} for f in self.failures],
+            "tableExists": self.table_exists,
+            "error": self.error,
+            "completedAt": self.completed_at,
+            "durationSeconds": round(self.duration_seconds, 6),
+        }
+
+
+@dataclass(slots=True)
+class _Tally:
+    checked: int = 0
+    failures: list[RecoveryFailure] = field(default_factory=list)
+
+
+class RecoveryCheck:
+    """Runs the check on a connection of its own and keeps the last report.
+
+    ``serde`` must be the application saver's serializer when there is one
+    (custom types, encryption): the check loads checkpoints exactly as a
+    resuming run would.
+    """
+
+    def __init__(
+        self, conninfo: str, settings: Settings, serde: SerializerProtocol | None = None
+    ) -> None:
+        self._conninfo = conninfo
+        self._settings = settings
+        self._serde = serde if serde is not None else JsonPlusSerializer()
+        # Runs at start and on demand may overlap; one at a time.
+        self._lock = asyncio.Lock()
+        self.last: RecoveryReport | None = None
+
+    async def run(self) -> RecoveryReport:
+        """Check now and return the report (also kept as ``last``); an outage is reported.
+
+        Never raises for an unreachable database: the report's ``error`` says why.
+        """
+        started = perf_counter()
+        try:
+            return await self.check()
+        except UNREACHABLE as exc:
+            report = RecoveryReport(
+                0, 0, (), time(), perf_counter() - started, error=describe_error(exc)
+            )
+            log.warning("recovery_check_unavailable", error=report.error)
+            self.last = report
+            return report
+
+    async def check(self) -> RecoveryReport:
+        """Check now; raise ``psycopg.Error``, ``OSError`` or ``TimeoutError`` on an outage."""
+        async with self._lock:
+            started = perf_counter()
+            tally = _Tally()
+            table_exists = await self._check(tally)
+            report = RecoveryReport(
+                checked=tally.checked,
+                recovered=tally.checked - len(tally.failures),
+                failures=tuple(tally.failures),
+                completed_at=time(),
+                duration_seconds=perf_counter() - started,
+                table_exists=table_exists,
+            )
+            _log_report(report, self._settings.postgres_schema)
+            self.last = report
+            return report
+
+    async def _check(self, tally: _Tally) -> bool:
+        schema = self._settings.postgres_schema
+        kwargs = saver_connect_kwargs(self._conninfo, self._settings)
+        async with await AsyncConnection.connect(self._conninfo, **kwargs) as conn:
+            cursor = await conn.execute(WORKFLOW_TABLE_EXISTS, (schema, TABLE))
+            row = await cursor.fetchone()
+            if not (row and row["exists"]):
+                return False
+            cursor = await conn.execute(
+                running_workflows_query(schema),
+                (RUNNING, CANARY_THREAD_ID, self._settings.recovery_limit),
+            )
+            threads = [str(r["thread_id"]) for r in await cursor.fetchall()]
+            await self._load_all(conn, threads, tally)
+        return True
+
+    async def _load_all(
+        self, conn: AsyncConnection[DictRow], threads: Sequence[str], tally: _Tally
+    ) -> None:
+        saver = AsyncPostgresSaver(conn=conn, serde=self._serde)
+        for thread_id in threads:
+            tally.checked += 1
+            try:
+                loaded = await saver.aget_tuple(
+                    {"configurable": {"thread_id": thread_id, "checkpoint_ns": ""}}
+                )
+            except Exception as exc:
+                if conn.broken or conn.closed:
+                    raise  # the database went away: no verdict on this thread or the rest
+                tally.failures.append(RecoveryFailure(thread_id, type(exc).__name__))
+                continue
+            if loaded is None:
+                tally.failures.append(RecoveryFailure(thread_id, NO_CHECKPOINT))
+
+
+def _log_report(report: RecoveryReport, schema: str) -> None:
+    if not report.table_exists:
+        log.info("recovery_check_skipped", reason=f"no {TABLE} table", schema=schema)
+        return
+    for failure in report.failures:
+        log.warning("recovery_check_failed", thread_id=failure.thread_id, error=failure.error)
+    log.info(
+        "recovery_check_finished",
+        checked=report.checked,
+        recovered=report.recovered,
+        failed=report.failed,
+        duration_seconds=round(report.duration_seconds, 6),
+    )

@@ -1,0 +1,385 @@
+"""Integrity checks: real graphs' checkpoints, damaged with SQL, found by bounded passes."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import aiohttp
+import psycopg
+import pytest
+from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
+from prometheus_client import CollectorRegistry
+from psycopg import AsyncConnection
+from psycopg.rows import DictRow, dict_row
+from structlog.testing import capture_logs
+
+from exporter import Sidecar, build_checkpointer
+from exporter.collectors.base import ScrapeContext
+from exporter.collectors.integrity import PREFIX, IntegrityCollector
+from exporter.database import exporter_pool
+from exporter.settings import Settings
+from exporter.workflows.integrity import (
+    CHECKS,
+    MISSING_BLOBS,
+    ORPHAN_WRITES,
+    STRUCTURAL_SERDE,
+    UNDECODABLE_BLOBS,
+    UNREFERENCED_BLOBS,
+    MissingTablesError,
+    PassReport,
+    Scanner,
+    Step,
+    confirmed,
+    full_pass,
+    structure_findings,
+)
+from tests.graphs import config, review_graph
+from tests.samples import Samples, parse_metrics, samples_of, scrape_context, value
+
+# Thread ids sort in this order; "again" ran twice, so its first run's last
+# `log` blob is referenced by that run's last checkpoint and the next input's.
+THREADS = ("again", "broken", "done", "waiting")
+CLEAN = dict.fromkeys(CHECKS, 0)
+
+# Blob versions of one thread and how many of its checkpoints reference each.
+REFERENCES = """
+SELECT b.channel, b.version, count(c.checkpoint_id) AS refs
+FROM {schema}.checkpoint_blobs AS b
+LEFT JOIN {schema}.checkpoints AS c
+    ON c.thread_id = b.thread_id AND c.checkpoint_ns = b.checkpoint_ns
+   AND c.checkpoint -> 'channel_versions' ->> b.channel = b.version
+WHERE b.thread_id = %s
+GROUP BY b.channel, b.version
+ORDER BY refs DESC, b.channel, b.version
+"""
+
+
+async def run_graphs(saver: Any) -> None:
+    graph = review_graph(saver)
+    await graph.ainvoke({"n": 1}, config("done"))
+    await graph.ainvoke({"n": 1}, config("again"))
+    await graph.ainvoke({"n": 2}, config("again"))
+    await graph.ainvoke({"n": 1, "ask": True}, config("waiting"))
+    with pytest.raises(ValueError, match="negative input"):
+        await graph.ainvoke({"n": -1}, config("broken"))
+
+
+@pytest.fixture
+async def store(settings: Settings) -> Settings:
+    """The schema holding what four real runs saved: completed twice, once, interrupted, failed."""
+    async with build_checkpointer(settings, registry=CollectorRegistry()) as saver:
+        await run_graphs(saver)
+    return settings
+
+
+@asynccontextmanager
+async def connect(dsn: str) -> AsyncIterator[AsyncConnection[DictRow]]:
+    conn = await AsyncConnection.connect(dsn, autocommit=True, row_factory=dict_row)
+    async with conn:
+        yield conn
+
+
+def execute(dsn: str, settings: Settings, statement: str, *params: Any) -> list[dict[str, Any]]:
+    """Run ``statement`` with ``{schema}`` filled in; its rows, if it returns any."""
+    with psycopg.connect(dsn, autocommit=True, row_factory=dict_row) as conn:
+        cursor = conn.execute(statement.format(schema=settings.postgres_schema), params)
+        return cursor.fetchall() if cursor.description else []
+
+
+async def check(dsn: str, settings: Settings, batch: int = 200) -> PassReport:
+    async with connect(dsn) as conn:
+        return await full_pass(conn, settings.postgres_schema, batch=batch)
+
+
+def threads_of(report: PassReport, check_name: str) -> list[str]:
+    return sorted(f.thread_id for f in report.findings if f.check == check_name)
+
+
+async def test_a_clean_store_has_no_problem(store: Settings, dsn: str) -> None:
+    """What LangGraph saved for completed, re-run, interrupted and failed runs is intact."""
+    report = await check(dsn, store)
+    assert report.counts == CLEAN
+    assert report.findings == ()
+    assert report.threads == len(THREADS)
+
+
+async def test_a_deleted_blob_counts_once_however_many_checkpoints_reference_it(
+    store: Settings, dsn: str
+) -> None:
+    """missing_blobs moves by exactly 1 for a deleted blob that several checkpoints reference."""
+    refs = execute(dsn, store, REFERENCES, "again")[0]
+    assert refs["refs"] >= 2
+    execute(
+        dsn,
+        store,
+        "DELETE FROM {schema}.checkpoint_blobs "
+        "WHERE thread_id = %s AND channel = %s AND version = %s",
+        "again",
+        refs["channel"],
+        refs["version"],
+    )
+    report = await check(dsn, store)
+    assert report.counts == {**CLEAN, MISSING_BLOBS: 1}
+    (finding,) = report.findings
+    assert (finding.thread_id, finding.checkpoint_ns) == ("again", "")
+    assert refs["version"] in finding.detail
+    assert f"{refs['refs']} checkpoint(s)" in finding.detail
+
+
+async def test_an_orphan_write_is_found(store: Settings, dsn: str) -> None:
+    """One write for a checkpoint that does not exist moves orphan_writes by exactly 1."""
+    kind, blob = JsonPlusSerializer().dumps_typed({"late": True})
+    missing = str(uuid.uuid4())
+    execute(
+        dsn,
+        store,
+        "INSERT INTO {schema}.checkpoint_writes "
+        "(thread_id, checkpoint_ns, checkpoint_id, task_id, idx, channel, type, blob) "
+        "VALUES ('done', '', %s, 'task', 0, 'n', %s, %s)",
+        missing,
+        kind,
+        blob,
+    )
+    report = await check(dsn, store)
+    assert report.counts == {**CLEAN, ORPHAN_WRITES: 1}
+    (finding,) = report.findings
+    assert finding.thread_id == "done"
+    assert missing in finding.detail
+
+
+async def test_a_thread_pruned_of_its_checkpoints_leaves_its_blobs_and_writes(
+    store: Settings, dsn: str
+) -> None:
+    """Deleting a thread's checkpoints only: every blob unreferenced, every write orphaned."""
+    blobs = execute(
+        dsn, store, "SELECT count(*) FROM {schema}.checkpoint_blobs WHERE thread_id = 'again'"
+    )[0]["count"]
+    writes = execute(
+        dsn, store, "SELECT count(*) FROM {schema}.checkpoint_writes WHERE thread_id = 'again'"
+    )[0]["count"]
+    assert blobs > 0
+    assert writes > 0
+    execute(dsn, store, "DELETE FROM {schema}.checkpoints WHERE thread_id = 'again'")
+    report = await check(dsn, store)
+    assert report.counts == {**CLEAN, UNREFERENCED_BLOBS: blobs, ORPHAN_WRITES: writes}
+    assert report.threads == len(THREADS)  # still examined: it has blobs and writes
+    assert {f.thread_id for f in report.findings} == {"again"}
+    assert sum(f.count for f in report.findings if f.check == ORPHAN_WRITES) == writes
+
+
+async def test_corrupted_bytes_are_undecodable(store: Settings, dsn: str) -> None:
+    """One corrupted blob and one corrupted write each count once, naming their thread."""
+    blob = execute(
+        dsn,
+        store,
+        "UPDATE {schema}.checkpoint_blobs SET blob = '\\xc1'::bytea WHERE ctid = "
+        "(SELECT ctid FROM {schema}.checkpoint_blobs WHERE thread_id = 'waiting' "
+        "AND type = 'msgpack' LIMIT 1) RETURNING channel",
+    )
+    assert len(blob) == 1
+    report = await check(dsn, store)
+    assert report.counts == {**CLEAN, UNDECODABLE_BLOBS: 1}
+    (finding,) = report.findings
+    assert finding.thread_id == "waiting"
+    assert repr(blob[0]["channel"]) in finding.detail
+    execute(
+        dsn,
+        store,
+        "UPDATE {schema}.checkpoint_writes SET blob = '\\x91'::bytea WHERE ctid = "
+        "(SELECT ctid FROM {schema}.checkpoint_writes WHERE thread_id = 'done' "
+        "AND type = 'msgpack' LIMIT 1)",
+    )
+    report = await check(dsn, store)
+    assert report.counts == {**CLEAN, UNDECODABLE_BLOBS: 2}
+    assert threads_of(report, UNDECODABLE_BLOBS) == ["done", "waiting"]
+
+
+async def test_a_pass_with_batch_one_takes_a_step_per_thread(store: Settings, dsn: str) -> None:
+    """Batch 1: one thread per step, the pass ends with the last, then starts over."""
+    execute(
+        dsn,
+        store,
+        "INSERT INTO {schema}.checkpoint_writes "
+        "(thread_id, checkpoint_ns, checkpoint_id, task_id, idx, channel, type, blob) "
+        "VALUES ('writes-only', '', 'gone', 'task', 0, 'n', 'null', '')",
+    )
+    expected = sorted([*THREADS, "writes-only"])
+    scanner = Scanner(store.postgres_schema, batch=1)
+    steps: list[Step] = []
+    async with connect(dsn) as conn:
+        while not steps or steps[-1].completed is None:
+            steps.append(await scanner.step(conn))
+        assert len(steps) == len(expected)
+        assert [step.threads for step in steps] == [1] * len(expected)
+        assert [step.completed is not None for step in steps] == [False] * (len(expected) - 1) + [
+            True
+        ]
+        assert [f.thread_id for step in steps for f in step.findings] == ["writes-only"]
+        report = steps[-1].completed
+        assert report is not None
+        assert report.threads == len(expected)
+        assert report.counts == {**CLEAN, ORPHAN_WRITES: 1}
+        assert scanner.passes == 1
+        assert scanner.threads == 0
+        again = await scanner.step(conn)
+        assert again.threads == 1
+        assert again.completed is None
+        assert scanner.threads == 1
+
+
+async def test_full_pass_lists_findings_of_several_threads_through_a_pool(
+    store: Settings, dsn: str
+) -> None:
+    """full_pass over a pool, in small batches, returns each thread's finding and the counts."""
+    execute(
+        dsn,
+        store,
+        "DELETE FROM {schema}.checkpoint_blobs WHERE thread_id = 'done' AND channel = 'log'",
+    )
+    execute(dsn, store, "DELETE FROM {schema}.checkpoints WHERE thread_id = 'broken'")
+    pool = exporter_pool(dsn, store)
+    await pool.open(wait=True)
+    try:
+        report = await full_pass(pool, store.postgres_schema, batch=2)
+    finally:
+        await pool.close()
+    assert report.threads == len(THREADS)
+    assert set(threads_of(report, MISSING_BLOBS)) == {"done"}
+    assert set(threads_of(report, UNREFERENCED_BLOBS)) == {"broken"}
+    assert report.counts[MISSING_BLOBS] == len(threads_of(report, MISSING_BLOBS)) > 0
+    assert report.seconds >= 0
+
+
+async def test_a_schema_without_tables_raises(settings: Settings, dsn: str) -> None:
+    """Before LangGraph's setup there is nothing to check: full_pass says so."""
+    with pytest.raises(MissingTablesError, match=settings.postgres_schema):
+        await check(dsn, settings)
+
+
+async def test_a_step_that_missed_its_deadline_halves_the_next(store: Settings, dsn: str) -> None:
+    """A step cancelled while a lock blocks it changes nothing; the next takes half the batch."""
+    scanner = Scanner(store.postgres_schema, batch=4, budget=60.0)
+    with psycopg.connect(dsn) as locker:
+        locker.execute(f"LOCK TABLE {store.postgres_schema}.checkpoints IN ACCESS EXCLUSIVE MODE")
+        async with connect(dsn) as conn:
+            with pytest.raises(TimeoutError):
+                async with asyncio.timeout(0.3):
+                    await scanner.step(conn)
+        locker.rollback()
+    assert scanner.threads == 0
+    async with connect(dsn) as conn:
+        step = await scanner.step(conn)
+    assert step.threads == 2
+    assert scanner.threads == 2
+
+
+def test_only_findings_seen_twice_are_confirmed() -> None:
+    """Pure: a row the second read no longer returns (a save that landed) is dropped."""
+    first = [
+        {**row, "rows": 1}
+        for row in (
+            {"kind": UNREFERENCED_BLOBS, "thread_id": "t", "channel": "a", "version": "1"},
+            {"kind": UNREFERENCED_BLOBS, "thread_id": "t", "channel": "b", "version": "1"},
+        )
+    ]
+    for row in first:
+        row.update(checkpoint_ns="", checkpoint_id=None)
+    second = [first[1]]
+    kept = confirmed(first, second)
+    assert kept == [first[1]]
+    (finding,) = structure_findings(kept)
+    assert (finding.check, finding.count) == (UNREFERENCED_BLOBS, 1)
+
+
+def test_the_default_serializer_catches_corruption_inside_an_extension_type() -> None:
+    """Pure: a broken extension payload, which JsonPlusSerializer quietly reads as None, fails."""
+    kind, data = JsonPlusSerializer().dumps_typed({"id": uuid.uuid4()})
+    payload = data.index(b"\x93")  # the extension's (module, name, value) array
+    broken = data[:payload] + b"\xc1" + data[payload + 1 :]
+    assert JsonPlusSerializer().loads_typed((kind, broken)) == {"id": None}
+    assert STRUCTURAL_SERDE.loads_typed((kind, data))["id"][:2] == ["uuid", "UUID"]
+    with pytest.raises(ValueError, match="ext_hook"):
+        STRUCTURAL_SERDE.loads_typed((kind, broken))
+
+
+def problems(samples: Samples, name: str = "problems") -> dict[str, float]:
+    return {check: value(samples, PREFIX + name, check=check) for check in CHECKS}
+
+
+async def test_the_collector_publishes_a_pass_once_every_thread_was_examined(
+    store: Settings, dsn: str
+) -> None:
+    """Batch 1: counts grow step by step, and appear as `problems` only when the pass ends."""
+    execute(dsn, store, "DELETE FROM {schema}.checkpoints WHERE thread_id = 'again'")
+    settings = store.replace(integrity_batch=1)
+    collector = IntegrityCollector()
+    with capture_logs() as logs:
+        async with scrape_context(dsn, settings) as ctx:
+            first = samples_of(await collector.collect(ctx))
+            for _ in THREADS[1:-1]:
+                await collector.collect(ctx)
+            last = samples_of(await collector.collect(ctx))
+    assert (PREFIX + "problems", (("check", MISSING_BLOBS),)) not in first
+    assert value(first, PREFIX + "pass_threads") == 1
+    assert problems(first, "pass_problems")[UNREFERENCED_BLOBS] > 0  # "again" sorts first
+    assert value(first, PREFIX + "passes_completed_total") == 0
+    found = problems(first, "pass_problems")
+    assert problems(last) == found
+    assert value(last, PREFIX + "last_pass_threads") == len(THREADS)
+    assert value(last, PREFIX + "passes_completed_total") == 1
+    assert value(last, PREFIX + "pass_threads") == 0
+    assert value(last, PREFIX + "last_pass_timestamp_seconds") > 0
+    assert value(last, PREFIX + "batch_threads") == 1
+    logged = [e for e in logs if e["event"] == "integrity_problem"]
+    assert {e["thread_id"] for e in logged} == {"again"}
+    assert sum(e["count"] for e in logged) == sum(found.values())
+    assert [e["event"] for e in logs].count("integrity_pass_completed") == 1
+
+
+async def test_the_collector_waits_for_the_tables_without_failing(
+    settings: Settings, dsn: str
+) -> None:
+    """Without LangGraph's tables the collector reports an empty pass state and logs it once."""
+    collector = IntegrityCollector()
+    with capture_logs() as logs:
+        async with scrape_context(dsn, settings) as ctx:
+            samples = samples_of(await collector.collect(ctx))
+            await collector.collect(ctx)
+    assert value(samples, PREFIX + "passes_completed_total") == 0
+    assert problems(samples, "pass_problems") == CLEAN
+    assert [e["event"] for e in logs] == ["integrity_tables_missing"]
+
+
+async def test_no_context_database_yields_nothing(settings: Settings) -> None:
+    """Without a configured database the collector produces no families."""
+    assert await IntegrityCollector().collect(ScrapeContext(settings)) == []
+
+
+async def test_an_in_process_sidecar_serves_integrity_over_http(settings: Settings) -> None:
+    """With the application's saver, a scrape runs a whole pass and serves its problems."""
+    registry = CollectorRegistry()
+    async with build_checkpointer(settings, registry=registry) as saver:
+        await run_graphs(saver)
+        execute(
+            settings.postgres_connection_string or "",
+            settings,
+            "DELETE FROM {schema}.checkpoints WHERE thread_id = 'broken'",
+        )
+        collectors = (IntegrityCollector(),)
+        async with (
+            Sidecar(settings, checkpointer=saver, registry=registry, collectors=collectors) as car,
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http,
+            http.get(car.url + settings.telemetry_path) as response,
+        ):
+            assert response.status == 200
+            samples = parse_metrics(await response.text())
+    assert value(samples, "langgraph_checkpointer_scrape_collector_success", collector="integrity")
+    assert value(samples, PREFIX + "passes_completed_total") == 1
+    found = problems(samples)
+    assert found[UNREFERENCED_BLOBS] > 0
+    assert found[ORPHAN_WRITES] > 0
+    assert found[MISSING_BLOBS] == found[UNDECODABLE_BLOBS] == 0
