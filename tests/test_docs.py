@@ -8,14 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter import Sidecar, build_checkpointer
 from exporter.collectors import ALL, Collector
-from exporter.server import exposition
 from exporter.settings import COLLECTORS, SPECS, Settings
-from exporter.workload import compile_workflow, initial_state
+from tests.exposition import exposition_after_workload
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 ROW = re.compile(r"^\| `(?P<first>[^`]+)` \|(?P<rest>.*)\|$")
@@ -46,21 +43,9 @@ def exposed_name(family: Any) -> str:
 
 @pytest.fixture
 async def exposed(statements_dsn: str, settings: Settings) -> dict[str, tuple[str, set[str]]]:
-    """Every family a real in-process sidecar exposes after a workload, with type and labels.
-
-    The database has pg_stat_statements, so every collector shows all it can produce.
-    """
+    """Every family a real in-process sidecar exposes after a workload, with type and labels."""
     settings = settings.replace(postgres_connection_string=statements_dsn)
-    registry = CollectorRegistry()
-    async with (
-        build_checkpointer(settings, registry=registry) as saver,
-        Sidecar(settings, checkpointer=saver, registry=registry) as sidecar,
-    ):
-        graph = compile_workflow(saver, think_time=0, state_kb=1)
-        await graph.ainvoke(initial_state("docs"), {"configurable": {"thread_id": "docs"}})
-        with pytest.raises(KeyError):  # an error, so the error counter has a sample
-            await saver.aput_writes({"configurable": {"thread_id": "x"}}, [("a", 1)], "task")
-        text = generate_latest(exposition(registry, await sidecar.scrape())).decode()
+    text = await exposition_after_workload(settings)
     families = {}
     for family in text_string_to_metric_families(text):
         if family.name.endswith("_created"):
