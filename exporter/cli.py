@@ -32,6 +32,7 @@ from exporter.settings import (
 )
 from exporter.sidecar import Sidecar
 from exporter.version import VERSION
+from exporter.web_config import WebConfigError
 from exporter.workflows.recovery import RecoveryCheck, RecoveryReport
 
 if TYPE_CHECKING:
@@ -276,15 +277,33 @@ def _integrity_dict(report: PassReport) -> dict[str, Any]:
 
 
 def healthcheck(settings: Settings, url: str | None) -> int:
-    """Ask the health endpoint once; print its status; 0 for 200, 1 for anything else."""
+    """Ask the health endpoint once; print its status; 0 for 200, 1 for anything else.
+
+    The web configuration file decides how: https when it enables TLS, trusting exactly the
+    configured server certificate; and, when it has basic auth users (whose passwords the file
+    does not hold), ``/healthz`` rather than the health document, which needs a password.
+    """
     from exporter.server import HEALTH_PATH
 
+    web_config = settings.web_config_file
+    tls = web_config.tls if web_config is not None else None
     if url is None:
+        path = HEALTH_PATH
+        if web_config is not None and web_config.users:
+            if not settings.web_healthz_open:
+                return _fail(
+                    f"{web_config.path} requires a password on every endpoint, and this command "
+                    "has none; set CHECKPOINT_EXPORTER_WEB_HEALTHZ_OPEN=true",
+                    1,
+                )
+            path = "/healthz"
         host = settings.listen_address.host or "127.0.0.1"
         host = f"[{host}]" if ":" in host else host
-        url = f"http://{host}:{settings.listen_address.port}{HEALTH_PATH}"
+        scheme = "https" if tls is not None else "http"
+        url = f"{scheme}://{host}:{settings.listen_address.port}{path}"
     try:
-        with urllib.request.urlopen(url, timeout=HEALTHCHECK_TIMEOUT) as response:
+        context = tls.client_context() if tls is not None and url.startswith("https:") else None
+        with urllib.request.urlopen(url, timeout=HEALTHCHECK_TIMEOUT, context=context) as response:
             document = json.load(response)
     except urllib.error.HTTPError as exc:
         try:
@@ -325,6 +344,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(serve(settings))
     except (CheckpointerUnavailableError, EmbeddedDatabaseError) as exc:
         return _fail(str(exc), 1)
+    except WebConfigError as exc:
+        # Checked at load; only a file changed since then (a certificate rotated) lands here.
+        spec = next(spec for spec in SPECS if spec.field == "web_config_file")
+        return _fail(f"{spec.describe()}: {exc}", 1)
     except OSError as exc:
         # Binding the listen address is the only OSError that reaches here.
         return _fail(f"--web.listen-address {settings.listen_address}: {exc.strerror or exc}", 1)

@@ -12,6 +12,7 @@ from prometheus_client.metrics_core import Metric
 
 from exporter.sidecar import Sidecar
 from exporter.version import VERSION
+from exporter.web_config import auth_middleware, headers_hook
 
 HEALTH_PATH = "/api/health/checkpointer"
 SIDECAR_KEY = web.AppKey("sidecar", Sidecar)
@@ -84,8 +85,20 @@ async def landing(request: web.Request) -> web.Response:
 
 
 def create_app(sidecar: Sidecar) -> web.Application:
-    """The sidecar's routes; unknown paths get 404 and wrong methods 405 from aiohttp."""
-    app = web.Application()
+    """The sidecar's routes; unknown paths get 404 and wrong methods 405 from aiohttp.
+
+    With users in the web configuration file, every route needs their credentials, except
+    ``/healthz`` while ``web_healthz_open`` holds.
+    """
+    settings = sidecar.settings
+    web_config = settings.web_config_file
+    middlewares = []
+    if web_config is not None and web_config.users:
+        open_paths = frozenset({"/healthz"} if settings.web_healthz_open else ())
+        middlewares.append(auth_middleware(web_config.users, open_paths))
+    app = web.Application(middlewares=middlewares)
+    if web_config is not None and web_config.headers:
+        app.on_response_prepare.append(headers_hook(web_config.headers))
     app[SIDECAR_KEY] = sidecar
     app.router.add_get("/", landing)
     app.router.add_get(sidecar.settings.telemetry_path, metrics)

@@ -17,6 +17,7 @@ from typing import Any
 from psycopg.conninfo import conninfo_to_dict
 
 from exporter.redact import register_secret
+from exporter.web_config import WebConfig, load_web_config
 
 PREFIX = "CHECKPOINT_EXPORTER_"
 DEFAULT_SCHEMA = "workflow_checkpoints"
@@ -95,6 +96,8 @@ class Settings:
     canary_timeout: float = 5.0
     recovery_limit: int = 100
     integrity_batch: int = 200
+    web_config_file: WebConfig | None = None
+    web_healthz_open: bool = True
 
     @classmethod
     def load(
@@ -304,6 +307,12 @@ def parse_collectors(raw: str) -> tuple[str, ...]:
             f"unknown collector {', '.join(unknown)!s}; known: {', '.join(COLLECTORS)}"
         )
     return tuple(name for name in COLLECTORS if name in names)
+
+
+def parse_web_config_file(raw: str) -> WebConfig | None:
+    if not raw.strip():
+        return None
+    return load_web_config(raw.strip())
 
 
 def parse_application_name(raw: str) -> str:
@@ -548,5 +557,23 @@ SPECS: tuple[Spec, ...] = (
         "200",
         "Threads the integrity checks examine per scrape; they resume where the last scrape "
         "stopped until the whole store is covered.",
+    ),
+    Spec(
+        "web_config_file",
+        f"{PREFIX}WEB_CONFIG_FILE",
+        "--web.config.file",
+        parse_web_config_file,
+        "(none)",
+        "Web configuration file in the format of Prometheus' exporter-toolkit: TLS and basic "
+        "auth for every endpoint. Read and checked at start. Unset: plain HTTP, no auth.",
+    ),
+    Spec(
+        "web_healthz_open",
+        f"{PREFIX}WEB_HEALTHZ_OPEN",
+        "--web.healthz-open",
+        parse_bool,
+        "true",
+        "Answer `/healthz` without credentials when the web configuration file has users, "
+        "so orchestrators' liveness probes, which cannot send a password, keep working.",
     ),
 )

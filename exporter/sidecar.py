@@ -193,9 +193,12 @@ class Sidecar:
 
     @property
     def url(self) -> str:
+        """The base URL of this sidecar: https when the web configuration file enables TLS."""
         host = self.settings.listen_address.host or "127.0.0.1"
         host = f"[{host}]" if ":" in host else host
-        return f"http://{host}:{self.port}"
+        web_config = self.settings.web_config_file
+        scheme = "https" if web_config is not None and web_config.tls is not None else "http"
+        return f"{scheme}://{host}:{self.port}"
 
     async def start(self) -> None:
         """Open the exporter's pool (without waiting for the database) and bind the address.
@@ -211,7 +214,13 @@ class Sidecar:
             self._runner = web.AppRunner(create_app(self), access_log=None, handle_signals=False)
             await self._runner.setup()
             address = self.settings.listen_address
-            self._site = web.TCPSite(self._runner, address.host or None, address.port)
+            web_config = self.settings.web_config_file
+            self._site = web.TCPSite(
+                self._runner,
+                address.host or None,
+                address.port,
+                ssl_context=web_config.ssl_context() if web_config is not None else None,
+            )
             await self._site.start()
             if self.canary is not None:
                 self._spawn(self.canary.run(self.leading), "canary")
@@ -224,6 +233,8 @@ class Sidecar:
             "sidecar_started",
             url=self.url,
             telemetry_path=self.settings.telemetry_path,
+            tls=self.url.startswith("https:"),
+            basic_auth=bool(self.settings.web_config_file and self.settings.web_config_file.users),
             checkpointer=self.backend.checkpointer,
             connection_string=redact(self.backend.connection_string or ""),
         )

@@ -24,6 +24,16 @@ GOOD_URL = f"postgresql://exporter:{PASSWORD}@db.example:5432/app"
 PREFIX = "checkpoint-exporter: error: "
 # Placeholders the test replaces with paths under its own tmp_path.
 A_FILE = "{file}"
+# Web configuration files the test writes under its tmp_path, by placeholder.
+WEB_CONFIGS = {
+    "{web:invalid-yaml}": "basic_auth_users: [unclosed\n",
+    "{web:unknown-key}": "tls_server_config:\n  cert_file: a.crt\n  ciphers: [x]\n",
+    "{web:missing-cert}": "tls_server_config:\n  cert_file: nowhere.crt\n  key_file: nowhere.key\n",
+    "{web:plain-password}": f"basic_auth_users:\n  prometheus: {PASSWORD}\n",
+    "{web:short-hash}": "basic_auth_users:\n  prometheus: $2y$10$tooshort\n",
+}
+WEB_FLAG = "--web.config.file"
+WEB_ENV = "CHECKPOINT_EXPORTER_WEB_CONFIG_FILE"
 
 
 def _is_ours(name: str) -> bool:
@@ -160,6 +170,15 @@ CASES = [
         "data-dir-under-a-file", ["--embedded.data-dir", A_FILE + "/pgdata"], "--embedded.data-dir"
     ),
     env_case("data-dir-empty", "CHECKPOINT_EXPORTER_DATA_DIR", ""),
+    # Web configuration files.
+    case("web-config-missing-file", [WEB_FLAG, "/nonexistent/web.yml"], WEB_FLAG),
+    env_case("web-config-is-a-directory", WEB_ENV, "/"),
+    case("web-config-not-a-mapping", [WEB_FLAG, A_FILE], WEB_FLAG),
+    *[case(f"web-config-{name[5:-1]}", [WEB_FLAG, name], WEB_FLAG) for name in WEB_CONFIGS],
+    env_case("web-config-env-plain-password", WEB_ENV, "{web:plain-password}"),
+    case(
+        "web-healthz-open-not-a-boolean", ["--web.healthz-open", "sometimes"], "--web.healthz-open"
+    ),
     # Cross-field rule.
     case(
         "pool-min-above-max",
@@ -239,7 +258,12 @@ def test_malformed_setting_exits_2_with_one_clean_line(
     a_file = tmp_path / "not-a-directory"
     a_file.write_text("regular file\n")
 
+    for placeholder, content in WEB_CONFIGS.items():
+        (tmp_path / f"{placeholder[5:-1]}.yml").write_text(content)
+
     def fill(text: str) -> str:
+        for placeholder in WEB_CONFIGS:
+            text = text.replace(placeholder, str(tmp_path / f"{placeholder[5:-1]}.yml"))
         return text.replace(A_FILE, str(a_file))
 
     clear_environment(monkeypatch, tmp_path)

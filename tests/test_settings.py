@@ -20,6 +20,11 @@ from exporter.settings import (
     SettingsError,
     Spec,
 )
+from exporter.web_config import load_web_config
+
+WEB_CONFIGS = Path(__file__).resolve().parent / "web_configs"
+ONE_USER = str(WEB_CONFIGS / "one-user.yml")
+TWO_USERS = str(WEB_CONFIGS / "two-users.yml")
 
 SPEC_BY_FIELD = {spec.field: spec for spec in SPECS}
 
@@ -59,6 +64,8 @@ GOOD: dict[str, tuple[str, Any]] = {
     "canary_timeout": ("2s", 2.0),
     "recovery_limit": ("10", 10),
     "integrity_batch": ("500", 500),
+    "web_config_file": (ONE_USER, load_web_config(ONE_USER)),
+    "web_healthz_open": ("false", False),
 }
 
 # A second good value, different from GOOD's, for settings that have a flag.
@@ -93,6 +100,8 @@ OTHER: dict[str, tuple[str, Any]] = {
     "canary_timeout": ("1s", 1.0),
     "recovery_limit": ("3", 3),
     "integrity_batch": ("7", 7),
+    "web_config_file": (TWO_USERS, load_web_config(TWO_USERS)),
+    "web_healthz_open": ("yes", True),
 }
 
 FLAGGED = [spec for spec in SPECS if spec.flag is not None]
@@ -138,12 +147,15 @@ def test_default_data_dir_without_xdg_data_home(monkeypatch: pytest.MonkeyPatch)
 
 
 @pytest.mark.parametrize(
-    "spec", [s for s in SPECS if s.field != "postgres_connection_string"], ids=lambda s: s.field
+    "spec", [s for s in SPECS if not s.default.startswith("(")], ids=lambda s: s.field
 )
 def test_documented_default_parses_to_the_actual_default(
     spec: Spec, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The default shown in --help and the README parses to the value Settings really uses."""
+    """The default shown in --help and the README parses to the value Settings really uses.
+
+    A default in parentheses, such as ``(embedded)``, describes an unset setting instead.
+    """
     monkeypatch.delenv("XDG_DATA_HOME")
     assert spec.parse(spec.default) == getattr(Settings(), spec.field)
 
@@ -380,4 +392,24 @@ def test_error_names_variable_and_flag() -> None:
     assert isinstance(caught.value, ValueError)
     assert str(caught.value).startswith(
         "CHECKPOINT_EXPORTER_EXPORTER_POOL_SIZE (--exporter.pool-size): "
+    )
+
+
+def test_unset_settings_described_in_parentheses() -> None:
+    """Settings whose documented default is a description have no value when unset."""
+    described = {spec.field for spec in SPECS if spec.default.startswith("(")}
+    assert described == {"postgres_connection_string", "web_config_file"}
+    assert Settings().postgres_connection_string is None
+    assert Settings.load({}, {"web_config_file": "  "}).web_config_file is None
+
+
+def test_web_config_file_is_read_at_load(tmp_path: Path) -> None:
+    """A bad web configuration file fails load(), naming the variable, the flag and the key."""
+    path = tmp_path / "web.yml"
+    path.write_text("basic_auth_user: {}\n")
+    with pytest.raises(SettingsError) as caught:
+        Settings.load({"CHECKPOINT_EXPORTER_WEB_CONFIG_FILE": str(path)}, {})
+    assert str(caught.value) == (
+        "CHECKPOINT_EXPORTER_WEB_CONFIG_FILE (--web.config.file): "
+        f"{path}: unknown key basic_auth_user"
     )
