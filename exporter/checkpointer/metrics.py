@@ -14,8 +14,8 @@ import threading
 import time
 import weakref
 from bisect import bisect_left
-from collections.abc import Iterable, Iterator, Mapping
-from typing import Any, Protocol
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any, Protocol, TypeVar
 
 from prometheus_client import REGISTRY, CollectorRegistry
 from prometheus_client.core import (
@@ -379,23 +379,28 @@ _tracking_by_registry: weakref.WeakKeyDictionary[CollectorRegistry, TrackingMetr
     weakref.WeakKeyDictionary()
 )
 _by_registry_lock = threading.Lock()
+_M = TypeVar("_M")
+
+
+def _once(
+    cache: weakref.WeakKeyDictionary[CollectorRegistry, _M],
+    make: Callable[[CollectorRegistry], _M],
+    registry: CollectorRegistry | None,
+) -> _M:
+    """The metrics ``make`` registers in ``registry`` (default: the global one), made once."""
+    registry = REGISTRY if registry is None else registry
+    with _by_registry_lock:
+        metrics = cache.get(registry)
+        if metrics is None:
+            metrics = cache[registry] = make(registry)
+        return metrics
 
 
 def saver_metrics(registry: CollectorRegistry | None = None) -> SaverMetrics:
-    """The metrics of ``registry`` (default: prometheus_client's global one), created once."""
-    registry = REGISTRY if registry is None else registry
-    with _by_registry_lock:
-        metrics = _by_registry.get(registry)
-        if metrics is None:
-            metrics = _by_registry[registry] = SaverMetrics(registry)
-        return metrics
+    """The saver metrics of ``registry`` (default: prometheus_client's global one)."""
+    return _once(_by_registry, SaverMetrics, registry)
 
 
 def tracking_metrics(registry: CollectorRegistry | None = None) -> TrackingMetrics:
-    """Workflow tracking's metrics in ``registry`` (default: the global one), created once."""
-    registry = REGISTRY if registry is None else registry
-    with _by_registry_lock:
-        metrics = _tracking_by_registry.get(registry)
-        if metrics is None:
-            metrics = _tracking_by_registry[registry] = TrackingMetrics(registry)
-        return metrics
+    """Workflow tracking's metrics in ``registry`` (default: the global one)."""
+    return _once(_tracking_by_registry, TrackingMetrics, registry)
