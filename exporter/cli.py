@@ -301,9 +301,13 @@ def healthcheck(settings: Settings, url: str | None) -> int:
         host = f"[{host}]" if ":" in host else host
         scheme = "https" if tls is not None else "http"
         url = f"{scheme}://{host}:{settings.listen_address.port}{path}"
+    # Never through a proxy from the environment: the sidecar is asked directly.
+    handlers: list[urllib.request.BaseHandler] = [urllib.request.ProxyHandler({})]
     try:
-        context = tls.client_context() if tls is not None and url.startswith("https:") else None
-        with urllib.request.urlopen(url, timeout=HEALTHCHECK_TIMEOUT, context=context) as response:
+        if tls is not None and url.startswith("https:"):
+            handlers.append(urllib.request.HTTPSHandler(context=tls.client_context()))
+        opener = urllib.request.build_opener(*handlers)
+        with opener.open(url, timeout=HEALTHCHECK_TIMEOUT) as response:
             document = json.load(response)
     except urllib.error.HTTPError as exc:
         try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
 
@@ -14,11 +15,20 @@ from exporter.settings import Settings
 from tests.test_factory import closed_port
 
 
-async def healthcheck(*args: str) -> subprocess.CompletedProcess[str]:
+async def healthcheck(
+    *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run the command in its own process (off the loop, so the sidecar keeps answering)."""
     command = [sys.executable, "-m", "exporter", "healthcheck", *args]
+    environment = {**os.environ, **(env or {})}
     return await asyncio.to_thread(
-        subprocess.run, command, capture_output=True, text=True, timeout=60, check=False
+        subprocess.run,
+        command,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env=environment,
     )
 
 
@@ -33,6 +43,15 @@ async def test_the_listen_address_setting_finds_the_sidecar(settings: Settings) 
     """Without --url the command asks this host at the port of --web.listen-address."""
     async with Sidecar(settings, registry=CollectorRegistry()) as sidecar:
         result = await healthcheck("--web.listen-address", f":{sidecar.port}")
+    assert (result.returncode, result.stdout.strip()) == (0, "healthy")
+
+
+async def test_a_proxy_in_the_environment_is_not_used(settings: Settings) -> None:
+    """A container's http_proxy must not stand between the check and the sidecar beside it."""
+    proxy = f"http://127.0.0.1:{closed_port()}"
+    env = {"http_proxy": proxy, "HTTP_PROXY": proxy, "no_proxy": "", "NO_PROXY": ""}
+    async with Sidecar(settings, registry=CollectorRegistry()) as sidecar:
+        result = await healthcheck("--url", sidecar.url + HEALTH_PATH, env=env)
     assert (result.returncode, result.stdout.strip()) == (0, "healthy")
 
 
