@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -17,6 +16,7 @@ from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from exporter import sql
+from exporter.deadline import within
 from exporter.embedded import embedded_database
 from exporter.redact import describe_error
 from exporter.settings import Settings
@@ -104,11 +104,15 @@ async def ping(pool: AsyncConnectionPool[Any], deadline: float) -> Ping:
     """Ask ``pool``'s database for its version within ``deadline`` seconds; never raises."""
     started = perf_counter()
     try:
-        async with asyncio.timeout(deadline), pool.connection(timeout=deadline) as conn:
-            cursor = await conn.execute(sql.SERVER_VERSION)
-            row = await cursor.fetchone()
+        row = await within(deadline, _server_version(pool, deadline))
     except (TimeoutError, psycopg.Error, PoolTimeout, OSError) as exc:
         message = describe_error(exc)
         return Ping(False, perf_counter() - started, error=message)
     version = str(row["version"]) if row else None
     return Ping(True, perf_counter() - started, server_version=version)
+
+
+async def _server_version(pool: AsyncConnectionPool[Any], deadline: float) -> Any:
+    async with pool.connection(timeout=deadline) as conn:
+        cursor = await conn.execute(sql.SERVER_VERSION)
+        return await cursor.fetchone()

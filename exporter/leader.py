@@ -19,6 +19,7 @@ from psycopg import AsyncConnection
 
 from exporter import sql
 from exporter.database import Ping, exporter_connect_kwargs
+from exporter.deadline import within
 from exporter.log import get_logger
 from exporter.redact import describe_error
 from exporter.settings import Settings
@@ -49,13 +50,36 @@ class LeaderElection:
         """
         started = perf_counter()
         try:
-            async with self._lock, asyncio.timeout(self._settings.collector_timeout):
-                version = await self._check()
-        except (psycopg.Error, OSError, TimeoutError) as exc:
+            version = await within(self._settings.collector_timeout, self._serialized_check())
+        except TimeoutError as exc:
+            # The session may still be cancelling its command: give it up rather than wait.
+            self._abandon(describe_error(exc))
+            return Ping(False, perf_counter() - started, error=describe_error(exc))
+        except (psycopg.Error, OSError) as exc:
             message = describe_error(exc)
             await self._lose(message)
             return Ping(False, perf_counter() - started, error=message)
         return Ping(True, perf_counter() - started, server_version=version)
+
+    async def _serialized_check(self) -> str:
+        async with self._lock:
+            return await self._check()
+
+    def _abandon(self, reason: str) -> None:
+        """Stop leading and start afresh; the old session closes once its command ends.
+
+        The timed-out check still holds the old lock while psycopg cancels its
+        query, so the next check gets a lock and a session of its own.
+        """
+        if self.leading:
+            log.warning("leadership_lost", reason=reason)
+        self.leading = False
+        conn, lock = self._conn, self._lock
+        self._conn, self._lock = None, asyncio.Lock()
+        if conn is not None:
+            task = asyncio.ensure_future(_close_after(conn, lock))
+            _CLOSING.add(task)
+            task.add_done_callback(_CLOSING.discard)
 
     async def _check(self) -> str:
         conn = self._conn
@@ -92,6 +116,15 @@ class LeaderElection:
         conn, self._conn = self._conn, None
         if conn is not None and not conn.closed:
             await conn.close()
+
+
+# Abandoned sessions being closed; kept so the tasks are not garbage-collected.
+_CLOSING: set[asyncio.Future[None]] = set()
+
+
+async def _close_after(conn: AsyncConnection[Any], lock: asyncio.Lock) -> None:
+    async with lock:
+        await conn.close()
 
 
 def _version(row: Mapping[str, Any] | None) -> str:

@@ -17,6 +17,7 @@ from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily
 from prometheus_client.metrics_core import Metric
 
 from exporter.collectors.base import Collector, ScrapeContext
+from exporter.deadline import within
 from exporter.log import get_logger
 from exporter.redact import redact
 
@@ -40,11 +41,12 @@ async def run_collector(collector: Collector, ctx: ScrapeContext, deadline: floa
     """Run ``collector`` within ``deadline`` seconds; a failure is logged and reported.
 
     Only ``Exception`` is caught: cancellation of the scrape itself must propagate.
+    The deadline is hard (:func:`exporter.deadline.within`): a query still being
+    cancelled does not hold the scrape.
     """
     started = perf_counter()
     try:
-        async with asyncio.timeout(deadline):
-            families = await collector.collect(ctx)
+        families = await within(deadline, collector.collect(ctx))
     except TimeoutError:
         log.warning("collector_timeout", collector=collector.name, deadline_seconds=deadline)
         return Outcome(collector.name, (), False, perf_counter() - started)

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import html
+import re
 from collections.abc import Iterable, Iterator
 
-from aiohttp import web
+from aiohttp import hdrs, web
 from prometheus_client import CollectorRegistry
 from prometheus_client.aiohttp import make_aiohttp_handler
 from prometheus_client.metrics_core import Metric
@@ -41,9 +42,42 @@ def exposition(registry: CollectorRegistry, families: Iterable[Metric]) -> Colle
     return view
 
 
+# A version parameter prometheus_client can compare: dotted whole numbers.
+_VERSION = re.compile(r"[0-9]{1,9}(?:\.[0-9]{1,9})*")
+
+
+def negotiable(accept: str) -> str:
+    """``accept`` without the entries whose ``version`` parameter is not dotted numbers.
+
+    prometheus_client compares that parameter part by part with integers and raises on
+    anything else (``version=latest`` answered 500). An entry naming a version nobody
+    can serve is dropped, as an unknown media type would be; with none left, the
+    default text format is served.
+    """
+    kept = []
+    for entry in accept.split(","):
+        version = None
+        for token in entry.split(";"):
+            key, sep, value = token.strip().partition("=")
+            if sep and key == "version":  # the first one counts, as in prometheus_client
+                version = value
+                break
+        if not version or _VERSION.fullmatch(version):
+            kept.append(entry)
+    return ",".join(kept)
+
+
 async def metrics(request: web.Request) -> web.StreamResponse:
     sidecar = request.app[SIDECAR_KEY]
     view = exposition(sidecar.registry, await sidecar.scrape())
+    accept = ",".join(request.headers.getall(hdrs.ACCEPT, []))
+    usable = negotiable(accept)
+    if usable != accept:
+        headers = request.headers.copy()
+        headers.popall(hdrs.ACCEPT)
+        if usable:
+            headers[hdrs.ACCEPT] = usable
+        request = request.clone(headers=headers)
     # The handler negotiates OpenMetrics, gzip and name[] filtering.
     return await make_aiohttp_handler(view)(request)
 

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Coroutine, Sequence
 from types import TracebackType
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.log import server_logger
 from langgraph.checkpoint.serde.base import SerializerProtocol
 from prometheus_client import REGISTRY, CollectorRegistry
 from prometheus_client.metrics_core import Metric
@@ -36,6 +39,24 @@ VERSIONS = {
     "langgraph_checkpoint_version": LANGGRAPH_CHECKPOINT_VERSION,
     "python_version": PYTHON_VERSION,
 }
+
+
+class ServerLog(logging.LoggerAdapter[logging.Logger]):
+    """aiohttp's server logger, with the requests clients got wrong kept out of the errors.
+
+    aiohttp logs every request it cannot parse (a malformed header, an oversized line) at
+    ERROR level, with a traceback that quotes the offending bytes, which may be a
+    credential. Such a request is the client's mistake and is answered 4xx; a port scanner
+    must not page whoever alerts on error logs. So it becomes one debug event naming the
+    error class only, as aiohttp itself does for an unknown method on a fresh connection.
+    Anything else, a handler's exception above all, stays an error.
+    """
+
+    def exception(self, msg: object, *args: object, exc_info: Any = True, **kwargs: Any) -> None:
+        if isinstance(exc_info, HttpProcessingError) and 400 <= exc_info.code < 500:
+            log.debug("http_bad_request", status=exc_info.code, error=type(exc_info).__name__)
+            return
+        super().exception(msg, *args, exc_info=exc_info, **kwargs)
 
 
 class Sidecar:
@@ -211,7 +232,12 @@ class Sidecar:
             if self._database is not None:
                 # wait=False: an unreachable database must not keep the sidecar from serving.
                 await self._database.open(wait=False)
-            self._runner = web.AppRunner(create_app(self), access_log=None, handle_signals=False)
+            self._runner = web.AppRunner(
+                create_app(self),
+                access_log=None,
+                handle_signals=False,
+                logger=ServerLog(server_logger),
+            )
             await self._runner.setup()
             address = self.settings.listen_address
             web_config = self.settings.web_config_file

@@ -1,0 +1,1 @@
+"""Fault injection: real outages, slow networks, exhausted pools and restarts under load."""

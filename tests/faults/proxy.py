@@ -1,0 +1,140 @@
+"""A TCP proxy with a fault switch: pass traffic, delay it, or drop every connection.
+
+It runs its own event loop in a thread, like a network apart from the process
+under test: a busy loop in the test cannot hide or add latency here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time
+from collections.abc import Coroutine
+from types import TracebackType
+from typing import Any
+
+PASS, DROP = "pass", "drop"
+CHUNK = 65536
+
+
+class FaultyProxy:
+    """Listens on ``127.0.0.1:<port>`` and forwards to ``upstream``.
+
+    ``delay(seconds)`` holds every chunk that long in each direction (a round
+    trip costs twice that); ``drop()`` closes every open connection and closes
+    new ones at once; ``heal()`` passes traffic untouched again.
+    """
+
+    def __init__(self, upstream_host: str, upstream_port: int) -> None:
+        self.upstream = (upstream_host, upstream_port)
+        self.port = 0
+        self.accepted = 0
+        self._mode = PASS
+        self._delay = 0.0
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="faulty-proxy")
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    def start(self) -> None:
+        self._thread.start()
+        self._call(self._listen())
+
+    def close(self) -> None:
+        self._call(self._shutdown())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
+        self._loop.close()
+
+    def __enter__(self) -> FaultyProxy:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def delay(self, seconds: float) -> None:
+        self._mode, self._delay = PASS, seconds
+
+    def drop(self) -> None:
+        self._mode = DROP
+        self._call(self._close_all())
+
+    def heal(self) -> None:
+        self._mode, self._delay = PASS, 0.0
+
+    def _call(self, work: Coroutine[Any, Any, None]) -> None:
+        asyncio.run_coroutine_threadsafe(work, self._loop).result(timeout=10)
+
+    async def _listen(self) -> None:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        self.port = int(self._server.sockets[0].getsockname()[1])
+
+    async def _shutdown(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        await self._close_all()
+
+    async def _close_all(self) -> None:
+        writers, self._writers = list(self._writers), set()
+        for writer in writers:
+            writer.transport.abort()
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.accepted += 1
+        if self._mode == DROP:
+            writer.transport.abort()
+            return
+        try:
+            up_reader, up_writer = await asyncio.open_connection(*self.upstream)
+        except OSError:
+            writer.transport.abort()
+            return
+        self._writers |= {writer, up_writer}
+        try:
+            await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
+        finally:
+            for end in (writer, up_writer):
+                self._writers.discard(end)
+                end.transport.abort()
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Copy one direction, each chunk (and the end of stream) held for the delay."""
+        queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
+
+        async def deliver() -> None:
+            while True:
+                due, data = await queue.get()
+                wait = due - time.monotonic()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                if not data:
+                    with contextlib.suppress(OSError):
+                        writer.write_eof()
+                    return
+                writer.write(data)
+                await writer.drain()
+
+        delivery = asyncio.create_task(deliver())
+        try:
+            while True:
+                try:
+                    data = await reader.read(CHUNK)
+                except OSError:
+                    data = b""
+                queue.put_nowait((time.monotonic() + self._delay, data))
+                if not data:
+                    break
+            await delivery
+        except (OSError, ConnectionError):
+            pass
+        finally:
+            delivery.cancel()
+            with contextlib.suppress(asyncio.CancelledError, OSError, ConnectionError):
+                await delivery
