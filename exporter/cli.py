@@ -217,7 +217,12 @@ async def _integrity_pass(conninfo: str, settings: Settings) -> PassReport | Non
     kwargs = exporter_connect_kwargs(conninfo, settings)
     async with await psycopg.AsyncConnection.connect(conninfo, **kwargs) as conn:
         try:
-            return await full_pass(conn, settings.postgres_schema, batch=settings.integrity_batch)
+            return await full_pass(
+                conn,
+                settings.postgres_schema,
+                batch=settings.integrity_batch,
+                orphan_grace=settings.integrity_orphan_grace,
+            )
         except MissingTablesError:
             return None
 

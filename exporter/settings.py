@@ -96,6 +96,7 @@ class Settings:
     canary_timeout: float = 5.0
     recovery_limit: int = 100
     integrity_batch: int = 200
+    integrity_orphan_grace: float = 60.0
     web_config_file: WebConfig | None = None
     web_healthz_open: bool = True
 
@@ -557,6 +558,15 @@ SPECS: tuple[Spec, ...] = (
         "200",
         "Threads the integrity checks examine per scrape; they resume where the last scrape "
         "stopped until the whole store is covered.",
+    ),
+    Spec(
+        "integrity_orphan_grace",
+        f"{PREFIX}INTEGRITY_ORPHAN_GRACE",
+        "--integrity.orphan-grace",
+        duration_in(0, 86_400),
+        "60s",
+        "How old a checkpoint id must be before writes without that checkpoint count as "
+        "orphans: under load a step's writes can be saved seconds before its checkpoint.",
     ),
     Spec(
         "web_config_file",

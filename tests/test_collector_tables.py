@@ -16,6 +16,7 @@ from psycopg import AsyncConnection, sql
 from psycopg.rows import DictRow, dict_row
 
 from exporter import Sidecar
+from exporter.checkpoint_time import checkpoint_epoch, iso_epoch, uuid6_epoch
 from exporter.checkpointer.factory import prepare_schema
 from exporter.collectors.base import ScrapeContext
 from exporter.collectors.tables import (
@@ -31,16 +32,13 @@ from exporter.collectors.tables import (
     TablesCollector,
     build_sample,
     catalog_families,
-    checkpoint_epoch,
     estimated_rows,
     estimated_threads,
     head_params,
     histogram_family,
-    iso_epoch,
     sample_families,
     sample_params,
     schema_query,
-    uuid6_epoch,
 )
 from exporter.settings import Settings
 from tests.samples import Samples, samples_of, scrape_context, value

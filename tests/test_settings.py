@@ -64,6 +64,7 @@ GOOD: dict[str, tuple[str, Any]] = {
     "canary_timeout": ("2s", 2.0),
     "recovery_limit": ("10", 10),
     "integrity_batch": ("500", 500),
+    "integrity_orphan_grace": ("0", 0.0),
     "web_config_file": (ONE_USER, load_web_config(ONE_USER)),
     "web_healthz_open": ("false", False),
 }
@@ -100,6 +101,7 @@ OTHER: dict[str, tuple[str, Any]] = {
     "canary_timeout": ("1s", 1.0),
     "recovery_limit": ("3", 3),
     "integrity_batch": ("7", 7),
+    "integrity_orphan_grace": ("5m", 300.0),
     "web_config_file": (TWO_USERS, load_web_config(TWO_USERS)),
     "web_healthz_open": ("yes", True),
 }

@@ -174,7 +174,7 @@ class IntegrityCollector:
 
     def __init__(self) -> None:
         self._scanner: Scanner | None = None
-        self._key: tuple[int, str, int, int] | None = None
+        self._key: tuple[int, str, int, float, int] | None = None
         self._lock = asyncio.Lock()
         self._step_seconds: float | None = None
         self._missing_logged = False
@@ -186,7 +186,13 @@ class IntegrityCollector:
     def _scanner_for(self, ctx: ScrapeContext) -> Scanner:
         settings = ctx.settings
         serde: SerializerProtocol | None = ctx.saver.serde if ctx.saver is not None else None
-        key = (id(ctx.database), settings.postgres_schema, settings.integrity_batch, id(serde))
+        key = (
+            id(ctx.database),
+            settings.postgres_schema,
+            settings.integrity_batch,
+            settings.integrity_orphan_grace,
+            id(serde),
+        )
         if self._scanner is None or key != self._key:
             self._key = key
             self._scanner = Scanner(
@@ -194,6 +200,7 @@ class IntegrityCollector:
                 serde,
                 settings.integrity_batch,
                 budget=settings.collector_timeout,
+                orphan_grace=settings.integrity_orphan_grace,
             )
             self._step_seconds = None
         return self._scanner

@@ -59,12 +59,10 @@ redrawn at most every ``CHECKPOINT_EXPORTER_TABLES_INTERVAL``::
 
 from __future__ import annotations
 
-import re
 import time
 from bisect import bisect_right
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any, ClassVar, Final
 
@@ -73,6 +71,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.utils import floatToGoString
 from psycopg import AsyncConnection, sql
 
+from exporter.checkpoint_time import UUID6_PATTERN, checkpoint_epoch
 from exporter.collectors.base import ScrapeContext
 
 PREFIX = "langgraph_checkpointer_tables_"
@@ -87,10 +86,6 @@ HEAD_PAGES: Final = 16
 BUCKETS: Final = tuple(float(4**k) for k in range(4, 13))  # 256 B .. 16 MiB
 # TID Range Scan (PostgreSQL 14) reads only the pages asked for; before it, `ctid <` scans all.
 TID_RANGE_SCAN_VERSION: Final = 140000
-# LangGraph's checkpoint ids: UUIDv6, whose text sorts by time (60-bit count of 100 ns).
-UUID6_PATTERN: Final = "^[0-9a-f]{8}-[0-9a-f]{4}-6[0-9a-f]{3}-[0-9a-f]{4}-[0-9a-f]{12}$"
-_UUID6 = re.compile(UUID6_PATTERN)
-_UUID_EPOCH_TICKS: Final = 0x01B21DD213814000  # 100 ns ticks from 1582-10-15 to 1970-01-01
 
 CATALOG: Final = """
 SELECT t.name AS table,
@@ -176,33 +171,6 @@ def estimated_threads(n_distinct: float | None, rows: float) -> float:
     if n_distinct < 0:
         return -n_distinct * rows
     return n_distinct
-
-
-def uuid6_epoch(checkpoint_id: str) -> float | None:
-    """Unix time encoded in a UUIDv6 checkpoint id, or None for any other id."""
-    if not _UUID6.match(checkpoint_id):
-        return None
-    digits = checkpoint_id.replace("-", "")
-    ticks = (int(digits[:12], 16) << 12) | int(digits[13:16], 16)
-    return (ticks - _UUID_EPOCH_TICKS) / 10_000_000
-
-
-def iso_epoch(ts: str) -> float | None:
-    """Unix time of a checkpoint's ISO 8601 ``ts`` (naive means UTC), or None if malformed."""
-    try:
-        moment = datetime.fromisoformat(ts)
-    except ValueError:
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.timestamp()
-
-
-def checkpoint_epoch(checkpoint_id: str | None, ts: str | None) -> float | None:
-    """When a checkpoint was taken: from its UUIDv6 id, else from its ``ts``."""
-    if checkpoint_id is not None and (epoch := uuid6_epoch(checkpoint_id)) is not None:
-        return epoch
-    return iso_epoch(ts) if ts is not None else None
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,9 +31,12 @@ not the store. The cursor lives in memory; a restart starts a new pass.
 Races: LangGraph writes a checkpoint's blobs before the checkpoint, and may
 save a step's writes before the checkpoint they belong to, so a save in flight
 looks like unreferenced blobs or orphan writes. Every such finding is
-confirmed by a second read of its thread after the blobs are decoded; a save
-stalled between its two halves for longer than that is still counted, as is
-one that failed half-way (whose rows LangGraph never removes).
+confirmed by a second read of its thread after the blobs are decoded. Writes
+also wait for their checkpoint while the saver's lock queue is long, for
+seconds under load: a write counts as orphan only once its checkpoint's
+UUIDv6 id (which carries the time it was made) is older than
+:data:`ORPHAN_GRACE_SECONDS`. A save stalled longer than that is still
+counted, as is one that failed half-way (whose rows LangGraph never removes).
 """
 
 from __future__ import annotations
@@ -51,6 +54,7 @@ from psycopg import AsyncConnection, sql
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
+from exporter.checkpoint_time import uuid6_epoch
 from exporter.redact import describe_error
 
 MISSING_BLOBS: Final = "missing_blobs"
@@ -61,6 +65,8 @@ CHECKS: Final = (MISSING_BLOBS, ORPHAN_WRITES, UNREFERENCED_BLOBS, UNDECODABLE_B
 TABLES: Final = ("checkpoints", "checkpoint_blobs", "checkpoint_writes")
 
 DEFAULT_BATCH: Final = 200
+# Writes of a checkpoint younger than this may still be waiting for it to be saved.
+ORPHAN_GRACE_SECONDS: Final = 60.0
 # Rows decoded per hand-off to a worker thread, and bytes: bounds memory per step.
 DECODE_CHUNK_ROWS: Final = 500
 DECODE_CHUNK_BYTES: Final = 8 * 1024 * 1024
@@ -261,6 +267,21 @@ def _row_key(row: Mapping[str, Any]) -> tuple[Any, ...]:
     )
 
 
+def settled(rows: Iterable[_Row], now: float, grace: float) -> list[_Row]:
+    """``rows`` without orphan writes whose checkpoint is too young to be missing yet.
+
+    Ids that are not UUIDv6 carry no time: their writes count at once.
+    """
+    kept = []
+    for row in rows:
+        if row["kind"] == ORPHAN_WRITES:
+            made = uuid6_epoch(str(row["checkpoint_id"]))
+            if made is not None and now - made < grace:
+                continue
+        kept.append(row)
+    return kept
+
+
 def confirmed(first: Iterable[Mapping[str, Any]], second: Iterable[_Row]) -> list[_Row]:
     """Rows of ``second`` that ``first`` found too: problems that outlived a moment."""
     seen = {_row_key(row) for row in first}
@@ -372,6 +393,7 @@ class Scanner:
         batch: int = DEFAULT_BATCH,
         *,
         budget: float | None = None,
+        orphan_grace: float = ORPHAN_GRACE_SECONDS,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
@@ -382,6 +404,7 @@ class Scanner:
         self.max_batch = batch
         self.batch = batch
         self.budget = budget
+        self.orphan_grace = orphan_grace
         self._clock = clock
         self._wall_clock = wall_clock
         self._after: str | None = None
@@ -434,7 +457,8 @@ class Scanner:
 
     async def _examine(self, conn: AsyncConnection[Any], threads: list[str]) -> list[Finding]:
         structure = structure_query(self.schema)
-        suspects = await _fetch(conn, structure, {"threads": threads})
+        rows = await _fetch(conn, structure, {"threads": threads})
+        suspects = settled(rows, self._wall_clock(), self.orphan_grace)
         broken = await self._decode(conn, threads)
         if suspects:
             again = sorted({row["thread_id"] for row in suspects})
@@ -487,6 +511,8 @@ async def full_pass(
     schema: str,
     serde: SerializerProtocol | None = None,
     batch: int = DEFAULT_BATCH,
+    *,
+    orphan_grace: float = ORPHAN_GRACE_SECONDS,
 ) -> PassReport:
     """Run one whole pass over ``schema``'s threads and return it with every finding.
 
@@ -495,7 +521,7 @@ async def full_pass(
     ``JsonPlusSerializer`` reading application classes as plain data. Raises
     :class:`MissingTablesError` when LangGraph's tables are missing.
     """
-    scanner = Scanner(schema, serde, batch)
+    scanner = Scanner(schema, serde, batch, orphan_grace=orphan_grace)
     findings: list[Finding] = []
     while True:
         async with _connection(database) as conn:
