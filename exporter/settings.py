@@ -97,6 +97,7 @@ class Settings:
     recovery_limit: int = 100
     integrity_batch: int = 200
     integrity_orphan_grace: float = 60.0
+    integrity_interval: float = 10.0
     web_config_file: WebConfig | None = None
     web_healthz_open: bool = True
 
@@ -556,8 +557,17 @@ SPECS: tuple[Spec, ...] = (
         "--integrity.batch",
         integer_in(1, 1_000_000),
         "200",
-        "Threads the integrity checks examine per scrape; they resume where the last scrape "
-        "stopped until the whole store is covered.",
+        "Threads one integrity step examines; each step resumes where the last stopped "
+        "until the whole store is covered.",
+    ),
+    Spec(
+        "integrity_interval",
+        f"{PREFIX}INTEGRITY_INTERVAL",
+        "--integrity.interval",
+        duration_in(0, 86_400),
+        "10s",
+        "Least time from the start of one integrity step to the next (a scrape starts at most "
+        "one); bounds what the checks cost however often Prometheus scrapes.",
     ),
     Spec(
         "integrity_orphan_grace",

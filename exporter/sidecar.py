@@ -19,7 +19,7 @@ from psycopg_pool import AsyncConnectionPool
 from exporter import collectors as collector_registry
 from exporter.checkpointer.backend import MEMORY, POSTGRES, Backend
 from exporter.checkpointer.instrumented import InstrumentedSaver
-from exporter.collectors.base import Collector, ScrapeContext
+from exporter.collectors.base import BackgroundWork, Collector, ScrapeContext
 from exporter.collectors.integrity import IntegrityCollector
 from exporter.database import Ping, exporter_pool, ping
 from exporter.health import HealthInputs, IntegritySummary, health_document
@@ -285,6 +285,9 @@ class Sidecar:
         await asyncio.gather(*tasks, return_exceptions=True)
         if self.canary is not None:
             await self.canary.close()
+        for collector in self.collectors:
+            if isinstance(collector, BackgroundWork):
+                await collector.close()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = self._site = None

@@ -7,6 +7,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter import Sidecar, build_checkpointer
+from exporter.collectors.integrity import IntegrityCollector
 from exporter.server import exposition
 from exporter.settings import Settings
 from exporter.workload import compile_workflow, initial_state
@@ -32,7 +33,10 @@ async def exposition_after_workload(settings: Settings) -> str:
             await saver.aput_writes({"configurable": {"thread_id": "x"}}, [("a", 1)], "task")
         assert await saver.tracker.flush()
         await sidecar.check_recovery()
-        await sidecar.scrape()  # the first integrity step completes a pass of this small store
+        await sidecar.scrape()  # starts the first integrity step: a whole pass of this store
+        for collector in sidecar.collectors:
+            if isinstance(collector, IntegrityCollector):
+                await collector.wait()
         return generate_latest(exposition(registry, await sidecar.scrape())).decode()
 
 

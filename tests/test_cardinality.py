@@ -18,6 +18,7 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families
 from psycopg import sql
 
 from exporter import InstrumentedSaver, Sidecar, build_checkpointer, instrument
+from exporter.collectors.integrity import IntegrityCollector
 from exporter.settings import Settings
 from tests.samples import Samples, value
 
@@ -41,6 +42,13 @@ class Scrape:
     @property
     def series(self) -> set[tuple[str, tuple[tuple[str, str], ...]]]:
         return set(self.values)
+
+
+async def integrity_step(sidecar: Sidecar) -> None:
+    """Wait for the integrity step a scrape started: its first one publishes its series."""
+    for collector in sidecar.collectors:
+        if isinstance(collector, IntegrityCollector):
+            await collector.wait()
 
 
 async def scrape(http: aiohttp.ClientSession, sidecar: Sidecar) -> Scrape:
@@ -155,6 +163,8 @@ async def test_postgres_threads_add_no_series(
             await work(saver, (f"thread-{i}" for i in range(10)))
             assert await saver.tracker.flush()
             await vacuum(conn, schema)
+            await scrape(http, sidecar)  # starts the first integrity step, a whole pass here
+            await integrity_step(sidecar)
             few = await scrape(http, sidecar)
 
             await clone_thread(conn, schema, "thread-0")

@@ -337,19 +337,71 @@ def problems(samples: Samples, name: str = "problems") -> dict[str, float]:
     return {check: value(samples, PREFIX + name, check=check) for check in CHECKS}
 
 
+async def after_step(collector: IntegrityCollector, ctx: ScrapeContext) -> Samples:
+    """A scrape once the step the previous scrape started has ended (it starts the next)."""
+    await collector.wait()
+    return samples_of(await collector.collect(ctx))
+
+
+async def test_a_scrape_never_waits_for_a_step(store: Settings, dsn: str) -> None:
+    """The step runs in the background: a scrape while one runs starts no other, and a step
+    that failed (here: blocked past its deadline) fails the next scrape's collector, once."""
+    settings = store.replace(collector_timeout=0.5, integrity_interval=0)
+    collector = IntegrityCollector()
+    async with scrape_context(dsn, settings) as ctx:
+        try:
+            blobs = f"{store.postgres_schema}.checkpoint_blobs"
+            locker = await psycopg.AsyncConnection.connect(dsn)
+            async with locker, locker.transaction():
+                await locker.execute(f"LOCK TABLE {blobs} IN ACCESS EXCLUSIVE MODE")
+                await collector.collect(ctx)
+                running = collector.running
+                assert running is not None
+                assert not running.done()
+                await collector.collect(ctx)
+                assert collector.running is running
+                await collector.wait()
+            with pytest.raises((TimeoutError, psycopg.errors.LockNotAvailable)):
+                await collector.collect(ctx)
+            await collector.collect(ctx)
+            samples = await after_step(collector, ctx)
+        finally:
+            await collector.close()
+    assert value(samples, PREFIX + "passes_completed_total") == 1
+
+
+async def test_steps_start_at_most_once_per_interval(store: Settings, dsn: str) -> None:
+    """However often it is scraped, the collector starts no step before the interval is over."""
+    settings = store.replace(integrity_batch=1, integrity_interval=3600)
+    collector = IntegrityCollector()
+    async with scrape_context(dsn, settings) as ctx:
+        try:
+            await collector.collect(ctx)
+            for _ in range(3):
+                samples = await after_step(collector, ctx)
+                assert collector.running is None
+        finally:
+            await collector.close()
+    assert value(samples, PREFIX + "pass_threads") == 1  # one step in all
+
+
 async def test_the_collector_publishes_a_pass_once_every_thread_was_examined(
     store: Settings, dsn: str
 ) -> None:
     """Batch 1: counts grow step by step, and appear as `problems` only when the pass ends."""
     execute(dsn, store, "DELETE FROM {schema}.checkpoints WHERE thread_id = 'again'")
-    settings = store.replace(integrity_batch=1)
+    settings = store.replace(integrity_batch=1, integrity_interval=0)
     collector = IntegrityCollector()
     with capture_logs() as logs:
         async with scrape_context(dsn, settings) as ctx:
-            first = samples_of(await collector.collect(ctx))
-            for _ in THREADS[1:-1]:
-                await collector.collect(ctx)
-            last = samples_of(await collector.collect(ctx))
+            try:
+                await collector.collect(ctx)  # starts the first step
+                first = await after_step(collector, ctx)
+                for _ in THREADS[1:-1]:
+                    await after_step(collector, ctx)
+                last = await after_step(collector, ctx)
+            finally:
+                await collector.close()
     assert (PREFIX + "problems", (("check", MISSING_BLOBS),)) not in first
     assert value(first, PREFIX + "pass_threads") == 1
     assert problems(first, "pass_problems")[UNREFERENCED_BLOBS] > 0  # "again" sorts first
@@ -374,8 +426,12 @@ async def test_the_collector_waits_for_the_tables_without_failing(
     collector = IntegrityCollector()
     with capture_logs() as logs:
         async with scrape_context(dsn, settings) as ctx:
-            samples = samples_of(await collector.collect(ctx))
-            await collector.collect(ctx)
+            try:
+                samples = samples_of(await collector.collect(ctx))
+                await after_step(collector, ctx)
+                await collector.wait()
+            finally:
+                await collector.close()
     assert value(samples, PREFIX + "passes_completed_total") == 0
     assert problems(samples, "pass_problems") == CLEAN
     assert [e["event"] for e in logs] == ["integrity_tables_missing"]
@@ -387,7 +443,7 @@ async def test_no_context_database_yields_nothing(settings: Settings) -> None:
 
 
 async def test_an_in_process_sidecar_serves_integrity_over_http(settings: Settings) -> None:
-    """With the application's saver, a scrape runs a whole pass and serves its problems."""
+    """With the application's saver, scrapes run a whole pass and serve its problems."""
     settings = settings.replace(integrity_orphan_grace=0)
     registry = CollectorRegistry()
     async with build_checkpointer(settings, registry=registry) as saver:
@@ -397,14 +453,18 @@ async def test_an_in_process_sidecar_serves_integrity_over_http(settings: Settin
             settings,
             "DELETE FROM {schema}.checkpoints WHERE thread_id = 'broken'",
         )
-        collectors = (IntegrityCollector(),)
+        collector = IntegrityCollector()
         async with (
-            Sidecar(settings, checkpointer=saver, registry=registry, collectors=collectors) as car,
+            Sidecar(
+                settings, checkpointer=saver, registry=registry, collectors=(collector,)
+            ) as car,
             aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http,
-            http.get(car.url + settings.telemetry_path) as response,
         ):
-            assert response.status == 200
-            samples = parse_metrics(await response.text())
+            for _ in range(2):  # the first scrape starts the step, the second serves it
+                await collector.wait()
+                async with http.get(car.url + settings.telemetry_path) as response:
+                    assert response.status == 200
+                    samples = parse_metrics(await response.text())
     assert value(samples, "langgraph_checkpointer_scrape_collector_success", collector="integrity")
     assert value(samples, PREFIX + "passes_completed_total") == 1
     found = problems(samples)

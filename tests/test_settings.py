@@ -65,6 +65,7 @@ GOOD: dict[str, tuple[str, Any]] = {
     "recovery_limit": ("10", 10),
     "integrity_batch": ("500", 500),
     "integrity_orphan_grace": ("0", 0.0),
+    "integrity_interval": ("0", 0.0),
     "web_config_file": (ONE_USER, load_web_config(ONE_USER)),
     "web_healthz_open": ("false", False),
 }
@@ -102,6 +103,7 @@ OTHER: dict[str, tuple[str, Any]] = {
     "recovery_limit": ("3", 3),
     "integrity_batch": ("7", 7),
     "integrity_orphan_grace": ("5m", 300.0),
+    "integrity_interval": ("1m", 60.0),
     "web_config_file": (TWO_USERS, load_web_config(TWO_USERS)),
     "web_healthz_open": ("yes", True),
 }

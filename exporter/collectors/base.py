@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 from prometheus_client.metrics_core import Metric
 from psycopg_pool import AsyncConnectionPool
@@ -48,4 +48,13 @@ class Collector(Protocol):
 
     async def collect(self, ctx: ScrapeContext) -> list[Metric]:
         """Return freshly built metric families; raise on failure (the scrape isolates it)."""
+        ...
+
+
+@runtime_checkable
+class BackgroundWork(Protocol):
+    """A collector that leaves work running between scrapes; the sidecar stops it on stop."""
+
+    async def close(self) -> None:
+        """Cancel the work under way and wait for it; safe to call twice."""
         ...

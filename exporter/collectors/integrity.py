@@ -1,9 +1,13 @@
 """Integrity of the checkpoint tables, checked a batch of threads per scrape.
 
-Each scrape runs one step of :mod:`exporter.workflows.integrity`: it examines
-the next ``CHECKPOINT_EXPORTER_INTEGRITY_BATCH`` threads (in thread id order)
-and resumes there on the next scrape; once every thread was examined, the
-pass is complete and its counts are published. ``check`` is one of
+Each scrape starts one step of :mod:`exporter.workflows.integrity` in the
+background, unless the last one still runs or began less than
+``CHECKPOINT_EXPORTER_INTEGRITY_INTERVAL`` ago, and reports at once what the
+steps so far found: decoding a batch's values costs far more than a scrape
+may. A step examines the next ``CHECKPOINT_EXPORTER_INTEGRITY_BATCH`` threads
+(in thread id order) and the next one resumes there; once every thread was
+examined, the pass is complete and its counts are published. A step that
+failed fails the next scrape's collector (``scrape_collector_success 0``). ``check`` is one of
 ``missing_blobs``, ``orphan_writes``, ``unreferenced_blobs``,
 ``undecodable_blobs`` (every check appears, zero when none). Produces::
 
@@ -38,14 +42,17 @@ which cannot read values an application encrypts or serializes its own way.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterable, Sequence
-from typing import ClassVar, Final
+from typing import Any, ClassVar, Final
 
 from langgraph.checkpoint.serde.base import SerializerProtocol
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
+from psycopg_pool import AsyncConnectionPool
 
 from exporter.collectors.base import ScrapeContext
+from exporter.deadline import within
 from exporter.log import get_logger
 from exporter.workflows.integrity import (
     CHECKS,
@@ -162,11 +169,11 @@ def _pass_completed(report: PassReport) -> None:
 
 
 class IntegrityCollector:
-    """Runs one integrity step per scrape and reports the scanner it keeps.
+    """Starts one integrity step per scrape in the background and reports the scanner.
 
     The scanner (cursor, tallies, last pass) lives on the instance, keyed by
     pool, schema, batch size and serializer; a change starts over. A scrape
-    that arrives while another's step runs reports without stepping.
+    that arrives while a step runs reports without starting another.
     """
 
     name: ClassVar[str] = "integrity"
@@ -175,7 +182,9 @@ class IntegrityCollector:
     def __init__(self) -> None:
         self._scanner: Scanner | None = None
         self._key: tuple[int, str, int, float, int] | None = None
-        self._lock = asyncio.Lock()
+        self._task: asyncio.Task[None] | None = None
+        self._started: float | None = None  # monotonic time the last step began
+        self._failure: Exception | None = None
         self._step_seconds: float | None = None
         self._missing_logged = False
 
@@ -208,18 +217,16 @@ class IntegrityCollector:
     async def collect(self, ctx: ScrapeContext) -> list[Metric]:
         if ctx.database is None:
             return []
+        failure, self._failure = self._failure, None
+        if failure is not None:
+            raise failure
         scanner = self._scanner_for(ctx)
-        if not self._lock.locked():
-            async with self._lock, ctx.database.connection() as conn:
-                try:
-                    step = await scanner.step(conn)
-                except MissingTablesError as exc:
-                    if not self._missing_logged:
-                        log.info("integrity_tables_missing", reason=str(exc))
-                        self._missing_logged = True
-                else:
-                    self._missing_logged = False
-                    self._stepped(step)
+        now = time.monotonic()
+        due = self._started is None or now - self._started >= ctx.settings.integrity_interval
+        if due and (self._task is None or self._task.done()):
+            self._started = now
+            step = self._step(scanner, ctx.database, ctx.settings.collector_timeout)
+            self._task = asyncio.create_task(step, name="integrity-step")
         return integrity_families(
             last_pass=scanner.last_pass,
             pass_counts=dict(scanner.counts),
@@ -228,6 +235,46 @@ class IntegrityCollector:
             step_seconds=self._step_seconds,
             batch=scanner.batch,
         )
+
+    @property
+    def running(self) -> asyncio.Task[None] | None:
+        """The step under way, if any."""
+        return self._task if self._task is not None and not self._task.done() else None
+
+    async def wait(self) -> None:
+        """Wait for the step under way, if any (tests and shutdown)."""
+        if self._task is not None:
+            await asyncio.wait({self._task})
+
+    async def close(self) -> None:
+        """Cancel the step under way; safe to call twice."""
+        task, self._task = self._task, None
+        if task is not None and not task.done():
+            task.cancel()
+            await asyncio.wait({task})
+
+    async def _step(
+        self, scanner: Scanner, database: AsyncConnectionPool[Any], deadline: float
+    ) -> None:
+        try:
+            step = await within(deadline, self._step_on(scanner, database, deadline))
+        except MissingTablesError as exc:
+            if not self._missing_logged:
+                log.info("integrity_tables_missing", reason=str(exc))
+                self._missing_logged = True
+        except Exception as exc:
+            # Reported by the next scrape, as the collector's failure.
+            self._failure = exc
+        else:
+            self._missing_logged = False
+            self._stepped(step)
+
+    @staticmethod
+    async def _step_on(
+        scanner: Scanner, database: AsyncConnectionPool[Any], deadline: float
+    ) -> Step:
+        async with database.connection(timeout=deadline) as conn:
+            return await scanner.step(conn)
 
     def _stepped(self, step: Step) -> None:
         self._step_seconds = step.seconds
