@@ -301,3 +301,24 @@ async def test_a_sidecar_probes_and_exports_the_canary(prepared: Settings) -> No
     assert document["canary"]["lastSaveSeconds"] > 0
     assert document["canary"]["restartReadback"] == READBACK_MISSING
     assert sidecar.canary.status().probes[ERROR] == 0
+
+
+async def test_a_database_without_tables_is_not_probed(settings: Settings) -> None:
+    """Before the application's setup() there is nothing to probe: no failure, health healthy;
+    once the tables exist the canary probes and succeeds."""
+    settings = settings.replace(canary_interval=0.05, leader_election=False)
+    async with Sidecar(settings, registry=CollectorRegistry()) as sidecar:
+        canary = sidecar.canary
+        assert canary is not None
+        await asyncio.sleep(0.3)
+        status = canary.status()
+        assert (status.active, status.last_result, status.consecutive_failures) == (False, None, 0)
+        document, code = await sidecar.health()
+        assert (document["status"], code) == ("healthy", 200)
+        assert settings.postgres_connection_string is not None
+        await prepare_schema(settings.postgres_connection_string, settings)
+        for _ in range(100):
+            if canary.status().last_result == "success":
+                break
+            await asyncio.sleep(0.05)
+        assert canary.status().last_result == "success"

@@ -9,10 +9,12 @@ from datetime import UTC, datetime
 from time import monotonic
 
 import aiohttp
+import psycopg
 from prometheus_client import CollectorRegistry
 
 from exporter import Sidecar
 from exporter.checkpointer.backend import POSTGRES, Backend
+from exporter.checkpointer.factory import prepare_schema
 from exporter.checkpointer.metrics import DURATION_BUCKETS, Distribution
 from exporter.database import Ping
 from exporter.health import (
@@ -161,9 +163,20 @@ def test_earlier_rules_win() -> None:
 
 
 async def test_a_sidecar_whose_canary_keeps_failing_turns_unhealthy(settings: Settings) -> None:
-    """No checkpoint tables: the database answers but every probe errors, so health goes from
-    degraded to 503 unhealthy once the canary failed three times in a row."""
+    """Every save fails in the database (a trigger refuses it) while the database answers:
+    health goes from degraded to 503 unhealthy once the canary failed three times in a row."""
     settings = settings.replace(leader_election=False, canary_interval=0.1)
+    assert settings.postgres_connection_string is not None
+    await prepare_schema(settings.postgres_connection_string, settings)
+    with psycopg.connect(settings.postgres_connection_string, autocommit=True) as conn:
+        conn.execute(
+            "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql"
+            " AS $$ BEGIN RAISE EXCEPTION 'no space left'; END $$"
+        )
+        conn.execute(
+            f"CREATE TRIGGER refuse BEFORE INSERT ON {settings.postgres_schema}.checkpoints"
+            " FOR EACH ROW EXECUTE FUNCTION refuse()"
+        )
     seen: list[tuple[int, int, str]] = []
     async with (
         Sidecar(settings, registry=CollectorRegistry(), collectors=[]) as sidecar,
@@ -179,7 +192,7 @@ async def test_a_sidecar_whose_canary_keeps_failing_turns_unhealthy(settings: Se
             seen.append((failures, response.status, document["status"]))
     assert seen[-1][1:] == (503, UNHEALTHY)
     assert document["canary"]["status"] == ERROR
-    assert "UndefinedTable" in document["canary"]["error"]
+    assert "RaiseException" in document["canary"]["error"]
     assert document["postgres"]["connected"] is True
     degraded = {entry[1:] for entry in seen if 0 < entry[0] < CANARY_UNHEALTHY_AFTER}
     assert degraded == {(200, DEGRADED)}

@@ -247,6 +247,7 @@ class Canary:
         self._readback: str | None = None
         self._readback_error_logged = False
         self._active = False
+        self._waiting_logged = False
         self._wrote = False
 
     def status(self) -> CanaryStatus:
@@ -274,7 +275,7 @@ class Canary:
             started = perf_counter()
             if self._readback is None:
                 await self.readback()
-            self._active = leading()
+            self._active = leading() and await self._tables_ready()
             if self._active:
                 await self.probe()
             await asyncio.sleep(max(0.0, interval - (perf_counter() - started)))
@@ -438,6 +439,25 @@ class Canary:
         cursor = await self._connection().execute(CHECKPOINTS_TABLE_EXISTS)
         row = await cursor.fetchone()
         return bool(row and row["exists"])
+
+    async def _tables_ready(self) -> bool:
+        """False while the database answers but has no checkpoint tables yet.
+
+        The application creates them (``setup()``); until it has, there is nothing to
+        probe, and a probe would only fail and make health unhealthy on a fresh
+        database. An unreachable database is for the probe to find and count.
+        """
+        try:
+            async with self._lock, asyncio.timeout(self._settings.canary_timeout):
+                await self._connect()
+                exists = await self._tables_exist()
+        except UNREACHABLE:
+            await self._drop()
+            return True
+        if not exists and not self._waiting_logged:
+            log.info("canary_waiting_for_tables", schema=self._settings.postgres_schema)
+        self._waiting_logged = not exists
+        return exists
 
     async def _drop(self) -> None:
         conn, self._conn, self._saver = self._conn, None, None
