@@ -80,6 +80,12 @@ class FaultyProxy:
         if self._server is not None:
             self._server.close()
         await self._close_all()
+        # Every connection's tasks end here, before the loop closes under them.
+        current = asyncio.current_task()
+        tasks = [task for task in asyncio.all_tasks() if task is not current]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _close_all(self) -> None:
         writers, self._writers = list(self._writers), set()

@@ -26,9 +26,11 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import AsyncConnectionPool
 
 from exporter import Sidecar, build_checkpointer
+from exporter.checkpointer.instrumented import InstrumentedSaver
 from exporter.database import EXPORTER_APPLICATION_NAME
 from exporter.settings import ListenAddress, Settings
 from exporter.workflows.schema import CANARY_THREAD_ID
+from exporter.workload import compile_workflow, initial_state
 from tests.faults.cluster import StoppableCluster
 from tests.faults.harness import (
     HEALTH,
@@ -70,6 +72,7 @@ def fault_settings(dsn: str, **changes: Any) -> Settings:
         tracking_flush_interval=0.2,
         # The scenarios judge integrity once the load has stopped: no write is in flight.
         integrity_orphan_grace=0.0,
+        integrity_interval=0.0,
         log_level="error",
     )
     return base.replace(**changes)
@@ -247,9 +250,10 @@ async def _settled_scrape(url: str) -> Samples:
     passes = "langgraph_checkpointer_integrity_passes_completed_total"
     samples = await scrape(url)
     first = samples.get((passes, ()), 0.0)
-    for _ in range(100):
+    for _ in range(200):  # steps run in the background: give each one time to finish
         if samples.get((passes, ()), 0.0) >= first + 2:
             break
+        await asyncio.sleep(0.05)
         samples = await scrape(url)
     return samples
 
@@ -612,6 +616,22 @@ def database_figures(samples: Samples) -> dict[str, float]:
     return figures
 
 
+# Workflows paused after their first step for the whole scenario: running, whatever the
+# moment of the restart, so the restarted sidecar's recovery check always has work.
+PARKED = 5
+
+
+async def park_workflows(saver: InstrumentedSaver, count: int) -> None:
+    """Run ``count`` workflows to a static breakpoint after their first node; they stay running."""
+    graph = compile_workflow(saver, 0, state_kb=4)
+    for index in range(count):
+        thread_id = f"parked-{index}"
+        config: Any = {"configurable": {"thread_id": thread_id}}
+        await graph.ainvoke(initial_state(thread_id), config, interrupt_after=["plan"])
+    if saver.tracker is not None:
+        await saver.tracker.flush()
+
+
 async def sidecar_restart(dsn: str, workflows: int = WORKFLOWS) -> RestartResult:
     """The application runs in this process; ``checkpoint-exporter serve`` restarts beside it."""
     result = RestartResult()
@@ -623,6 +643,7 @@ async def sidecar_restart(dsn: str, workflows: int = WORKFLOWS) -> RestartResult
     url = f"http://127.0.0.1:{port}"
     async with build_checkpointer(settings, registry=CollectorRegistry()) as saver:
         ledger.install(saver)
+        await park_workflows(saver, PARKED)
         workload = Workload(saver, workflows)
         workload.start()
         try:
