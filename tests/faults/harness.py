@@ -261,6 +261,9 @@ class Poller:
                     await asyncio.gather(*pending)
                 await asyncio.sleep(max(0.0, self.interval - (time.monotonic() - started)))
             await asyncio.gather(*pending)
+        # The session's sockets close in callbacks; this loop ends right after, so let them run
+        # (aiohttp's advice for a graceful shutdown).
+        await asyncio.sleep(0.1)
 
     async def _record(self, http: aiohttp.ClientSession, path: str) -> None:
         self.polls.append(await self._ask(http, path))

@@ -16,6 +16,9 @@ from typing import Any
 
 PASS, DROP = "pass", "drop"
 CHUNK = 65536
+# How long closing waits for the connections it aborted to wind down (a delayed chunk included).
+SHUTDOWN_SECONDS = 10.0
+SHUTDOWN_ROUNDS = 5
 
 
 class FaultyProxy:
@@ -36,6 +39,8 @@ class FaultyProxy:
         self._thread = threading.Thread(target=self._loop.run_forever, name="faulty-proxy")
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
+        self._connections: set[asyncio.Task[Any]] = set()
+        self._closing = False
 
     def start(self) -> None:
         self._thread.start()
@@ -77,15 +82,21 @@ class FaultyProxy:
         self.port = int(self._server.sockets[0].getsockname()[1])
 
     async def _shutdown(self) -> None:
+        self._closing = True
         if self._server is not None:
             self._server.close()
-        await self._close_all()
-        # Every connection's tasks end here, before the loop closes under them.
-        current = asyncio.current_task()
-        tasks = [task for task in asyncio.all_tasks() if task is not current]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        # With both ends of every connection aborted, each connection's task ends by itself;
+        # cancelling them instead would make asyncio's stream server log the cancellation.
+        # Connections the kernel had already accepted still arrive for a moment: they are
+        # turned away at once, and the round repeats until none is left.
+        for _ in range(SHUTDOWN_ROUNDS):
+            await self._close_all()
+            if self._connections:
+                await asyncio.wait(self._connections, timeout=SHUTDOWN_SECONDS)
+            # An aborted transport closes its socket in a callback: let those run.
+            await asyncio.sleep(0.01)
+            if not self._connections and not self._writers:
+                return
 
     async def _close_all(self) -> None:
         writers, self._writers = list(self._writers), set()
@@ -94,21 +105,28 @@ class FaultyProxy:
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.accepted += 1
-        if self._mode == DROP:
-            writer.transport.abort()
-            return
+        task = asyncio.current_task()
+        if task is not None:
+            self._connections.add(task)
+        self._writers.add(writer)
         try:
-            up_reader, up_writer = await asyncio.open_connection(*self.upstream)
-        except OSError:
-            writer.transport.abort()
-            return
-        self._writers |= {writer, up_writer}
-        try:
-            await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
+            if self._mode == DROP or self._closing:
+                return
+            try:
+                up_reader, up_writer = await asyncio.open_connection(*self.upstream)
+            except OSError:
+                return
+            self._writers.add(up_writer)
+            try:
+                await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
+            finally:
+                self._writers.discard(up_writer)
+                up_writer.transport.abort()
         finally:
-            for end in (writer, up_writer):
-                self._writers.discard(end)
-                end.transport.abort()
+            self._writers.discard(writer)
+            writer.transport.abort()
+            if task is not None:
+                self._connections.discard(task)
 
     async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """Copy one direction, each chunk (and the end of stream) held for the delay."""
