@@ -8,10 +8,19 @@ import os
 import platform
 import statistics
 import subprocess
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
+
+from psycopg import AsyncConnection, sql
+from psycopg_pool import AsyncConnectionPool
+
+from exporter.checkpointer.factory import open_checkpointer_pool, prepare_schema
+from exporter.database import checkpointer_connect_kwargs
+from exporter.embedded import embedded_database
+from exporter.settings import Settings
 
 ROOT: Final = Path(__file__).resolve().parents[1]
 
@@ -87,3 +96,28 @@ def environment(code: dict[str, Any]) -> dict[str, Any]:
         "cpus": os.cpu_count(),
         "code": code,
     }
+
+
+@asynccontextmanager
+async def paired_pools(
+    data_dir: Path, schema: str
+) -> AsyncIterator[tuple[str, Settings, AsyncConnectionPool[Any], AsyncConnectionPool[Any]]]:
+    """An embedded PostgreSQL with ``schema`` made afresh, and two checkpointer pools on it.
+
+    One pool per side of a side-by-side comparison, so neither side queues behind the other.
+    """
+    async with embedded_database(data_dir) as url:
+        settings = Settings(postgres_connection_string=url, postgres_schema=schema)
+        kwargs = checkpointer_connect_kwargs(url, settings)
+        async with await AsyncConnection.connect(url, **kwargs) as conn:
+            await conn.execute(
+                sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema))
+            )
+        await prepare_schema(url, settings)
+        async with AsyncExitStack() as stack:
+            pools = []
+            for _ in range(2):
+                pool = await open_checkpointer_pool(url, settings)
+                stack.push_async_callback(pool.close)
+                pools.append(pool)
+            yield url, settings, pools[0], pools[1]

@@ -43,6 +43,7 @@ from benchlib import (
     environment,
     median,
     median_interval,
+    paired_pools,
     span,
 )
 from langchain_core.runnables import RunnableConfig
@@ -51,17 +52,12 @@ from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
 from langgraph.graph.state import CompiledStateGraph
 from prometheus_client import CollectorRegistry, Histogram
-from psycopg import AsyncConnection
 
 from exporter.checkpointer.call import Call, current_call
-from exporter.checkpointer.factory import open_checkpointer_pool, prepare_schema
 from exporter.checkpointer.instrumented import instrument
 from exporter.checkpointer.locks import time_lock
 from exporter.checkpointer.metrics import DURATION_BUCKETS, saver_metrics
-from exporter.database import checkpointer_connect_kwargs
-from exporter.embedded import embedded_database
 from exporter.log import configure_logging
-from exporter.settings import Settings
 from exporter.workload import compile_workflow, initial_state
 
 CHECKPOINTER: Final = ROOT / "exporter" / "checkpointer"
@@ -218,24 +214,11 @@ async def run_round(graph: Graph, side: str, index: int, seconds: float, workers
 @asynccontextmanager
 async def postgres_graphs(data_dir: Path) -> AsyncIterator[tuple[Graph, Graph, CollectorRegistry]]:
     """The raw and the instrumented graph, each saver on a pool of its own."""
-    async with embedded_database(data_dir) as url:
-        settings = Settings(postgres_connection_string=url, postgres_schema=SCHEMA)
-        kwargs = checkpointer_connect_kwargs(url, settings)
-        async with await AsyncConnection.connect(url, **kwargs) as conn:
-            await conn.execute(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE")
-        await prepare_schema(url, settings)
-        raw_pool = await open_checkpointer_pool(url, settings)
-        try:
-            instrumented_pool = await open_checkpointer_pool(url, settings)
-            try:
-                registry = CollectorRegistry()
-                raw = compile_workflow(AsyncPostgresSaver(conn=raw_pool), THINK_TIME, STATE_KB)
-                wrapped = instrument(AsyncPostgresSaver(conn=instrumented_pool), registry=registry)
-                yield raw, compile_workflow(wrapped, THINK_TIME, STATE_KB), registry
-            finally:
-                await instrumented_pool.close()
-        finally:
-            await raw_pool.close()
+    async with paired_pools(data_dir, SCHEMA) as (_, _, raw_pool, instrumented_pool):
+        registry = CollectorRegistry()
+        raw = compile_workflow(AsyncPostgresSaver(conn=raw_pool), THINK_TIME, STATE_KB)
+        wrapped = instrument(AsyncPostgresSaver(conn=instrumented_pool), registry=registry)
+        yield raw, compile_workflow(wrapped, THINK_TIME, STATE_KB), registry
 
 
 def counted(registry: CollectorRegistry) -> dict[str, float]:

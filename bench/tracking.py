@@ -39,21 +39,17 @@ from benchlib import (
     environment,
     median,
     median_interval,
+    paired_pools,
     span,
 )
 from langgraph.checkpoint.base.id import uuid6
 from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
 from overhead import Inputs, Round, realistic_inputs, run_round
 from prometheus_client import CollectorRegistry
-from psycopg import AsyncConnection
 
-from exporter.checkpointer.factory import open_checkpointer_pool, prepare_schema
 from exporter.checkpointer.instrumented import InstrumentedSaver, wrap_saver
 from exporter.checkpointer.metrics import saver_metrics
-from exporter.database import checkpointer_connect_kwargs
-from exporter.embedded import embedded_database
 from exporter.log import configure_logging
-from exporter.settings import Settings
 from exporter.workflows.tracker import WorkflowTracker
 from exporter.workload import compile_workflow
 
@@ -181,36 +177,23 @@ async def savers(
     data_dir: Path,
 ) -> AsyncIterator[tuple[dict[str, InstrumentedSaver], CollectorRegistry]]:
     """Tracking off and on, one schema, a pool each; the tracker's registry is returned."""
-    async with embedded_database(data_dir) as url:
-        settings = Settings(postgres_connection_string=url, postgres_schema=SCHEMA)
-        kwargs = checkpointer_connect_kwargs(url, settings)
-        async with await AsyncConnection.connect(url, **kwargs) as conn:
-            await conn.execute(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE")
-        await prepare_schema(url, settings)
+    async with paired_pools(data_dir, SCHEMA) as (url, settings, off_pool, on_pool):
         registry = CollectorRegistry()
-        off_pool = await open_checkpointer_pool(url, settings)
-        try:
-            on_pool = await open_checkpointer_pool(url, settings)
-            try:
-                async with WorkflowTracker(url, settings, registry=registry) as tracker:
-                    off = wrap_saver(
-                        AsyncPostgresSaver(conn=off_pool),
-                        saver_metrics(CollectorRegistry()),
-                        None,
-                        None,
-                    )
-                    on = wrap_saver(
-                        AsyncPostgresSaver(conn=on_pool),
-                        saver_metrics(registry),
-                        None,
-                        None,
-                        tracker,
-                    )
-                    yield {"off": off, "on": on}, registry
-            finally:
-                await on_pool.close()
-        finally:
-            await off_pool.close()
+        async with WorkflowTracker(url, settings, registry=registry) as tracker:
+            off = wrap_saver(
+                AsyncPostgresSaver(conn=off_pool),
+                saver_metrics(CollectorRegistry()),
+                None,
+                None,
+            )
+            on = wrap_saver(
+                AsyncPostgresSaver(conn=on_pool),
+                saver_metrics(registry),
+                None,
+                None,
+                tracker,
+            )
+            yield {"off": off, "on": on}, registry
 
 
 def tracker_figures(registry: CollectorRegistry) -> dict[str, float]:
