@@ -132,20 +132,25 @@ async def test_a_deleted_blob_counts_once_however_many_checkpoints_reference_it(
     assert f"{refs['refs']} checkpoint(s)" in finding.detail
 
 
-async def test_an_orphan_write_is_found(store: Settings, dsn: str) -> None:
-    """One write for a checkpoint that does not exist moves orphan_writes by exactly 1."""
+def insert_write(dsn: str, store: Settings, checkpoint_id: str) -> None:
+    """One pending write of thread ``done`` for ``checkpoint_id``, stored as LangGraph would."""
     kind, blob = JsonPlusSerializer().dumps_typed({"late": True})
-    missing = str(uuid.uuid4())
     execute(
         dsn,
         store,
         "INSERT INTO {schema}.checkpoint_writes "
         "(thread_id, checkpoint_ns, checkpoint_id, task_id, idx, channel, type, blob) "
         "VALUES ('done', '', %s, 'task', 0, 'n', %s, %s)",
-        missing,
+        checkpoint_id,
         kind,
         blob,
     )
+
+
+async def test_an_orphan_write_is_found(store: Settings, dsn: str) -> None:
+    """One write for a checkpoint that does not exist moves orphan_writes by exactly 1."""
+    missing = str(uuid.uuid4())
+    insert_write(dsn, store, missing)
     report = await check(dsn, store)
     assert report.counts == {**CLEAN, ORPHAN_WRITES: 1}
     (finding,) = report.findings
@@ -156,20 +161,10 @@ async def test_an_orphan_write_is_found(store: Settings, dsn: str) -> None:
 async def test_writes_of_a_young_checkpoint_wait_out_the_grace(store: Settings, dsn: str) -> None:
     """Writes whose checkpoint id is newer than the grace may precede their checkpoint: they
     do not count yet; the same writes for an id older than the grace do."""
-    kind, blob = JsonPlusSerializer().dumps_typed({"late": True})
     young = str(uuid6())
     old = "1ef4e5a0-1c2b-6d3e-8f00-0123456789ab"  # a UUIDv6 id of July 2024
     for checkpoint_id in (young, old):
-        execute(
-            dsn,
-            store,
-            "INSERT INTO {schema}.checkpoint_writes "
-            "(thread_id, checkpoint_ns, checkpoint_id, task_id, idx, channel, type, blob) "
-            "VALUES ('done', '', %s, 'task', 0, 'n', %s, %s)",
-            checkpoint_id,
-            kind,
-            blob,
-        )
+        insert_write(dsn, store, checkpoint_id)
     async with connect(dsn) as conn:
         report = await full_pass(conn, store.postgres_schema, orphan_grace=60)
     assert report.counts == {**CLEAN, ORPHAN_WRITES: 1}
