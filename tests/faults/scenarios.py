@@ -353,10 +353,13 @@ async def slow_database(
         window = [p for p in polls if marks[name] <= p.at < marks[end]]
         result.phases[name] = path_figures(window, METRICS)
         result.health[name] = path_figures(window, HEALTH)
+        # A scrape that was still running when the next phase began saw both; it
+        # counts for timing above, not for what either phase reported.
+        settled = [p for p in window if p.at + p.seconds < marks[end]]
         result.failed_collectors[name] = tuple(
-            sorted({c for p in window if p.path == METRICS for c in p.failed})
+            sorted({c for p in settled if p.path == METRICS for c in p.failed})
         )
-        result.up_values[name] = tuple(sorted({p.up for p in window if p.up is not None}))
+        result.up_values[name] = tuple(sorted({p.up for p in settled if p.up is not None}))
         result.max_connections[name] = counter.max_between(marks[name], marks[end])
     healed = _first_since(polls, marks["healed"], METRICS, _all_collected)
     result.recovered_after = None if healed is None else healed.at - marks["healed"]
