@@ -363,7 +363,7 @@ class Probe:
                 if sample.name == SUCCESS and sample.value == 0
             )
         else:
-            families = await self.collectors[0].collect(ctx)
+            families = list(await self.collectors[0].collect(ctx))
         self.draws += sum(t.sample is not b for t, b in zip(self._tables, before, strict=True))
         return families
 

@@ -3,83 +3,28 @@
 from __future__ import annotations
 
 import html
-import re
-from collections.abc import Iterable, Iterator
 
 from aiohttp import hdrs, web
-from prometheus_client import CollectorRegistry
-from prometheus_client.aiohttp import make_aiohttp_handler
-from prometheus_client.metrics_core import Metric
 
+from exporter.exposition import Renderer
 from exporter.sidecar import Sidecar
 from exporter.version import VERSION
 from exporter.web_config import auth_middleware, headers_hook
 
 HEALTH_PATH = "/api/health/checkpointer"
 SIDECAR_KEY = web.AppKey("sidecar", Sidecar)
+RENDERER_KEY = web.AppKey("renderer", Renderer)
 
 
-class _Families:
-    """The families one scrape collected, as a collector."""
-
-    def __init__(self, families: Iterable[Metric]) -> None:
-        self._families = list(families)
-
-    def collect(self) -> Iterator[Metric]:
-        return iter(self._families)
-
-
-def exposition(registry: CollectorRegistry, families: Iterable[Metric]) -> CollectorRegistry:
-    """One scrape's view: the long-lived registry plus the families collected just now.
-
-    Built per request, so concurrent scrapes never see each other's results.
-    Both are registered without names, which prometheus_client's ``name[]``
-    filtering then narrows family by family.
-    """
-    view = CollectorRegistry(support_collectors_without_names=True)
-    view.register(registry)
-    view.register(_Families(families))
-    return view
-
-
-# A version parameter prometheus_client can compare: dotted whole numbers.
-_VERSION = re.compile(r"[0-9]{1,9}(?:\.[0-9]{1,9})*")
-
-
-def negotiable(accept: str) -> str:
-    """``accept`` without the entries whose ``version`` parameter is not dotted numbers.
-
-    prometheus_client compares that parameter part by part with integers and raises on
-    anything else (``version=latest`` answered 500). An entry naming a version nobody
-    can serve is dropped, as an unknown media type would be; with none left, the
-    default text format is served.
-    """
-    kept = []
-    for entry in accept.split(","):
-        version = None
-        for token in entry.split(";"):
-            key, sep, value = token.strip().partition("=")
-            if sep and key == "version":  # the first one counts, as in prometheus_client
-                version = value
-                break
-        if not version or _VERSION.fullmatch(version):
-            kept.append(entry)
-    return ",".join(kept)
-
-
-async def metrics(request: web.Request) -> web.StreamResponse:
-    sidecar = request.app[SIDECAR_KEY]
-    view = exposition(sidecar.registry, await sidecar.scrape())
+async def metrics(request: web.Request) -> web.Response:
+    """One scrape, encoded as the client's ``Accept`` asks; compressed when it accepts that."""
+    families = await request.app[SIDECAR_KEY].scrape()
     accept = ",".join(request.headers.getall(hdrs.ACCEPT, []))
-    usable = negotiable(accept)
-    if usable != accept:
-        headers = request.headers.copy()
-        headers.popall(hdrs.ACCEPT)
-        if usable:
-            headers[hdrs.ACCEPT] = usable
-        request = request.clone(headers=headers)
-    # The handler negotiates OpenMetrics, gzip and name[] filtering.
-    return await make_aiohttp_handler(view)(request)
+    names = request.query.getall("name[]", [])
+    body, content_type = request.app[RENDERER_KEY].render(families, accept, names)
+    response = web.Response(body=body, headers={hdrs.CONTENT_TYPE: content_type})
+    response.enable_compression()
+    return response
 
 
 async def health(request: web.Request) -> web.Response:
@@ -134,6 +79,7 @@ def create_app(sidecar: Sidecar) -> web.Application:
     if web_config is not None and web_config.headers:
         app.on_response_prepare.append(headers_hook(web_config.headers))
     app[SIDECAR_KEY] = sidecar
+    app[RENDERER_KEY] = Renderer(sidecar.registry)
     app.router.add_get("/", landing)
     app.router.add_get(sidecar.settings.telemetry_path, metrics)
     app.router.add_get(HEALTH_PATH, health)

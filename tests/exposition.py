@@ -8,7 +8,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from exporter import Sidecar, build_checkpointer
 from exporter.collectors.integrity import IntegrityCollector
-from exporter.server import exposition
+from exporter.exposition import exposition
 from exporter.settings import Settings
 from exporter.workload import compile_workflow, initial_state
 

@@ -86,6 +86,13 @@ class Distribution:
             out.append((_le(bound), running))
         return out
 
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Distribution):
+            return NotImplemented
+        return (self.bounds, self.counts, self.sum) == (other.bounds, other.counts, other.sum)
+
+    __hash__ = None  # type: ignore[assignment]  # mutable
+
     def copy(self) -> Distribution:
         clone = Distribution(self.bounds)
         clone.counts, clone.sum = list(self.counts), self.sum

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar, runtime_checkable
 
 from prometheus_client.metrics_core import Metric
 from psycopg_pool import AsyncConnectionPool
@@ -46,9 +46,31 @@ class Collector(Protocol):
     name: ClassVar[str]
     database_wide: ClassVar[bool]
 
-    async def collect(self, ctx: ScrapeContext) -> list[Metric]:
-        """Return freshly built metric families; raise on failure (the scrape isolates it)."""
+    async def collect(self, ctx: ScrapeContext) -> Sequence[Metric]:
+        """Return the scrape's metric families; raise on failure (the scrape isolates it)."""
         ...
+
+
+K = TypeVar("K")
+
+
+class Memo(Generic[K]):
+    """Families built from some state, built again only when that state changes.
+
+    Most scrapes find a collector's state as the last one left it (a canary
+    probe every half minute, a recovery check at start); handing back the very
+    same families also lets the exposition reuse their text. The families must
+    not be changed by whoever receives them.
+    """
+
+    def __init__(self, build: Callable[[K], Sequence[Metric]]) -> None:
+        self._build = build
+        self._last: tuple[K, Sequence[Metric]] | None = None
+
+    def __call__(self, state: K) -> Sequence[Metric]:
+        if self._last is None or self._last[0] != state:
+            self._last = (state, tuple(self._build(state)))
+        return self._last[1]
 
 
 @runtime_checkable

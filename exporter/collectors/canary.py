@@ -26,12 +26,13 @@ stored before start could be read. Nothing is produced when the canary is off.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import ClassVar
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.metrics_core import Metric
 
-from exporter.collectors.base import ScrapeContext
+from exporter.collectors.base import Memo, ScrapeContext
 from exporter.workflows.canary import READBACK_RESULTS, RESULTS, SUCCESS, CanaryStatus
 
 PREFIX = "langgraph_checkpointer_canary_"
@@ -94,7 +95,10 @@ class CanaryCollector:
     name: ClassVar[str] = "canary"
     database_wide: ClassVar[bool] = True
 
-    async def collect(self, ctx: ScrapeContext) -> list[Metric]:
+    def __init__(self) -> None:
+        self._families = Memo(canary_families)
+
+    async def collect(self, ctx: ScrapeContext) -> Sequence[Metric]:
         if ctx.canary is None:
             return []
-        return canary_families(ctx.canary)
+        return self._families(ctx.canary)

@@ -44,6 +44,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar, Final
 
 from langgraph.checkpoint.serde.base import SerializerProtocol
@@ -51,7 +52,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from psycopg_pool import AsyncConnectionPool
 
-from exporter.collectors.base import ScrapeContext
+from exporter.collectors.base import Memo, ScrapeContext
 from exporter.deadline import within
 from exporter.log import get_logger
 from exporter.workflows.integrity import (
@@ -77,16 +78,21 @@ def _by_check(name: str, doc: str, counts: dict[str, int]) -> GaugeMetricFamily:
     return family
 
 
-def integrity_families(
-    *,
-    last_pass: PassReport | None,
-    pass_counts: dict[str, int],
-    pass_threads: int,
-    passes: int,
-    step_seconds: float | None,
-    batch: int,
-) -> list[Metric]:
-    """The scanner's state as families; ``last_pass`` None before the first pass completes."""
+@dataclass(frozen=True, slots=True)
+class ScannerState:
+    """What a scrape reports of the scanner; ``last_pass`` None before a pass completes."""
+
+    last_pass: PassReport | None
+    pass_counts: dict[str, int]
+    pass_threads: int
+    passes: int
+    step_seconds: float | None
+    batch: int
+
+
+def integrity_families(state: ScannerState) -> list[Metric]:
+    """The scanner's state as families."""
+    last_pass, step_seconds = state.last_pass, state.step_seconds
     families: list[Metric] = []
     if last_pass is not None:
         families += [
@@ -113,17 +119,19 @@ def integrity_families(
         ]
     families += [
         _by_check(
-            "pass_problems", "Problems the pass under way has found so far, by check.", pass_counts
+            "pass_problems",
+            "Problems the pass under way has found so far, by check.",
+            state.pass_counts,
         ),
         GaugeMetricFamily(
             PREFIX + "pass_threads",
             "Threads the pass under way has examined so far.",
-            value=float(pass_threads),
+            value=float(state.pass_threads),
         ),
         CounterMetricFamily(
             PREFIX + "passes_completed",
             "Passes over every thread completed since the exporter started.",
-            value=float(passes),
+            value=float(state.passes),
         ),
     ]
     if step_seconds is not None:
@@ -138,7 +146,7 @@ def integrity_families(
         GaugeMetricFamily(
             PREFIX + "batch_threads",
             "Threads the next step examines (halved after a step that missed its deadline).",
-            value=float(batch),
+            value=float(state.batch),
         )
     )
     return families
@@ -187,6 +195,7 @@ class IntegrityCollector:
         self._failure: Exception | None = None
         self._step_seconds: float | None = None
         self._missing_logged = False
+        self._families = Memo(integrity_families)
 
     @property
     def scanner(self) -> Scanner | None:
@@ -214,7 +223,7 @@ class IntegrityCollector:
             self._step_seconds = None
         return self._scanner
 
-    async def collect(self, ctx: ScrapeContext) -> list[Metric]:
+    async def collect(self, ctx: ScrapeContext) -> Sequence[Metric]:
         if ctx.database is None:
             return []
         failure, self._failure = self._failure, None
@@ -227,13 +236,15 @@ class IntegrityCollector:
             self._started = now
             step = self._step(scanner, ctx.database, ctx.settings.collector_timeout)
             self._task = asyncio.create_task(step, name="integrity-step")
-        return integrity_families(
-            last_pass=scanner.last_pass,
-            pass_counts=dict(scanner.counts),
-            pass_threads=scanner.threads,
-            passes=scanner.passes,
-            step_seconds=self._step_seconds,
-            batch=scanner.batch,
+        return self._families(
+            ScannerState(
+                last_pass=scanner.last_pass,
+                pass_counts=dict(scanner.counts),
+                pass_threads=scanner.threads,
+                passes=scanner.passes,
+                step_seconds=self._step_seconds,
+                batch=scanner.batch,
+            )
         )
 
     @property

@@ -17,12 +17,13 @@ reach the database or found no ``workflow_metadata`` table.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import ClassVar
 
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
-from exporter.collectors.base import ScrapeContext
+from exporter.collectors.base import Memo, ScrapeContext
 from exporter.workflows.recovery import RecoveryReport
 
 PREFIX = "langgraph_checkpointer_recovery_"
@@ -70,7 +71,10 @@ class RecoveryCollector:
     name: ClassVar[str] = "recovery"
     database_wide: ClassVar[bool] = True
 
-    async def collect(self, ctx: ScrapeContext) -> list[Metric]:
+    def __init__(self) -> None:
+        self._families = Memo(recovery_families)
+
+    async def collect(self, ctx: ScrapeContext) -> Sequence[Metric]:
         if ctx.database is None:
             return []
-        return recovery_families(ctx.recovery)
+        return self._families(ctx.recovery)
