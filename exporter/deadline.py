@@ -11,7 +11,7 @@ background.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Sequence
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -37,6 +37,25 @@ async def within(deadline: float, work: Coroutine[Any, Any, T]) -> T:
         return task.result()
     _detach(task)
     raise TimeoutError(f"no answer within {deadline:g}s")
+
+
+async def settle(deadline: float, tasks: Sequence[asyncio.Future[Any]]) -> None:
+    """Wait up to ``deadline`` seconds for ``tasks``; cancel and detach those not done by then.
+
+    One wait for many tasks, each as :func:`within` would bound it alone; the
+    caller reads the done ones' results. Cancelling the caller cancels them all.
+    """
+    if not tasks:
+        return
+    try:
+        await asyncio.wait(tasks, timeout=deadline)
+    except asyncio.CancelledError:
+        for task in tasks:
+            _detach(task)
+        raise
+    for task in tasks:
+        if not task.done():
+            _detach(task)
 
 
 def _detach(task: asyncio.Future[Any]) -> None:

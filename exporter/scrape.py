@@ -17,7 +17,7 @@ from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily
 from prometheus_client.metrics_core import Metric
 
 from exporter.collectors.base import Collector, ScrapeContext
-from exporter.deadline import within
+from exporter.deadline import settle
 from exporter.log import get_logger
 from exporter.redact import redact
 
@@ -38,27 +38,9 @@ class Outcome:
 
 
 async def run_collector(collector: Collector, ctx: ScrapeContext, deadline: float) -> Outcome:
-    """Run ``collector`` within ``deadline`` seconds; a failure is logged and reported.
-
-    Only ``Exception`` is caught: cancellation of the scrape itself must propagate.
-    The deadline is hard (:func:`exporter.deadline.within`): a query still being
-    cancelled does not hold the scrape.
-    """
-    started = perf_counter()
-    try:
-        families = await within(deadline, collector.collect(ctx))
-    except TimeoutError:
-        log.warning("collector_timeout", collector=collector.name, deadline_seconds=deadline)
-        return Outcome(collector.name, (), False, perf_counter() - started)
-    except Exception as exc:
-        log.warning(
-            "collector_failed",
-            collector=collector.name,
-            error=type(exc).__name__,
-            message=redact(str(exc)),
-        )
-        return Outcome(collector.name, (), False, perf_counter() - started)
-    return Outcome(collector.name, families, True, perf_counter() - started)
+    """Run ``collector`` alone within ``deadline`` seconds; a failure is logged and reported."""
+    (outcome,) = await gather_outcomes((collector,), ctx, deadline)
+    return outcome
 
 
 def outcome_families(outcomes: Iterable[Outcome]) -> list[Metric]:
@@ -87,8 +69,49 @@ async def run_collectors(
 async def gather_outcomes(
     collectors: Sequence[Collector], ctx: ScrapeContext, deadline: float
 ) -> list[Outcome]:
-    """Every collector's outcome, run at once."""
-    return list(await asyncio.gather(*(run_collector(c, ctx, deadline) for c in collectors)))
+    """Every collector's outcome, all run at once, each within ``deadline`` seconds.
+
+    An ``Exception`` (or a collector cancelling itself) is that collector's
+    failure; anything else, and the cancellation of the scrape, propagates. The deadline is hard
+    (:func:`exporter.deadline.settle`): a query still being cancelled does not
+    hold the scrape.
+    """
+    started = perf_counter()
+    tasks = [asyncio.ensure_future(collector.collect(ctx)) for collector in collectors]
+    ended: dict[asyncio.Future[Sequence[Metric]], float] = {}
+    for task in tasks:
+        task.add_done_callback(lambda done: ended.setdefault(done, perf_counter()))
+    await settle(deadline, tasks)
+    outcomes = []
+    for collector, task in zip(collectors, tasks, strict=True):
+        if task in ended:
+            outcomes.append(_outcome(collector, task, ended[task] - started))
+        else:
+            log.warning("collector_timeout", collector=collector.name, deadline_seconds=deadline)
+            outcomes.append(Outcome(collector.name, (), False, perf_counter() - started))
+    return outcomes
+
+
+def _outcome(
+    collector: Collector, task: asyncio.Future[Sequence[Metric]], seconds: float
+) -> Outcome:
+    """What a collector that finished in time produced, or its failure, logged."""
+    exc: BaseException | None = (
+        asyncio.CancelledError("the collector cancelled itself")
+        if task.cancelled()
+        else task.exception()
+    )
+    if exc is None:
+        return Outcome(collector.name, task.result(), True, seconds)
+    if not isinstance(exc, Exception | asyncio.CancelledError):
+        raise exc
+    log.warning(
+        "collector_failed",
+        collector=collector.name,
+        error=type(exc).__name__,
+        message=redact(str(exc)),
+    )
+    return Outcome(collector.name, (), False, seconds)
 
 
 def status_families(
