@@ -84,7 +84,7 @@ class Settings:
     fallback_to_memory: bool = False
     connect_timeout: float = 5.0
     collector_timeout: float = 5.0
-    exporter_pool_size: int = 4
+    exporter_pool_size: int = 5
     collectors: tuple[str, ...] = COLLECTORS
     leader_election: bool = True
     tables_interval: float = 60.0
@@ -462,7 +462,7 @@ SPECS: tuple[Spec, ...] = (
         f"{PREFIX}EXPORTER_POOL_SIZE",
         "--exporter.pool-size",
         integer_in(1, 20),
-        "4",
+        "5",
         "Connections the exporter itself may use for its queries: one per database-wide "
         "collector lets a scrape run them all at once. Opened on demand; one stays open.",
     ),

@@ -242,3 +242,24 @@ def test_missing_binaries_skip_locally_and_fail_in_ci(monkeypatch: pytest.Monkey
     monkeypatch.setenv("CI", "true")
     with pytest.raises(pytest.fail.Exception):
         require_bindir()
+
+
+async def test_the_extension_is_followed_when_dropped_and_created_elsewhere(
+    statements_settings: Settings, statements_dsn: str
+) -> None:
+    """The view found once is read directly; dropped, it is reported gone; moved, found again."""
+    collector = StatementsCollector()
+    assert value(await collect(statements_settings, collector), AVAILABLE) == 1
+    with psycopg.connect(statements_dsn, autocommit=True) as conn:
+        conn.execute("DROP EXTENSION pg_stat_statements")
+    with capture_logs() as logs:
+        dropped = await collect(statements_settings, collector)
+        still = await collect(statements_settings, collector)
+    assert dropped == still == {(AVAILABLE, ()): 0.0}
+    assert len([e for e in logs if e["event"] == UNAVAILABLE_EVENT]) == 1
+    with psycopg.connect(statements_dsn, autocommit=True) as conn:
+        conn.execute("CREATE SCHEMA stats")
+        conn.execute("CREATE EXTENSION pg_stat_statements SCHEMA stats")
+    back = await collect(statements_settings, collector)
+    assert value(back, AVAILABLE) == 1
+    assert {kind for (name, labels) in back if name == CALLS for _, kind in labels} == set(KINDS)

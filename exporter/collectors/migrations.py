@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from contextlib import suppress
+from functools import cache
 from typing import Any, ClassVar, Final
 
 from langgraph.checkpoint.postgres.base import BasePostgresSaver
@@ -59,6 +60,7 @@ FROM unnest(%s::text[]) AS t(name)
 GONE_ERRORS: Final = (errors.UndefinedTable, errors.InvalidSchemaName)
 
 
+@cache
 def tables_and_version_query(schema: str) -> sql.Composed:
     """:data:`TABLES_EXIST_AND_VERSION` for ``schema``, quoted as an identifier."""
     return sql.SQL(TABLES_EXIST_AND_VERSION).format(
@@ -66,6 +68,7 @@ def tables_and_version_query(schema: str) -> sql.Composed:
     )
 
 
+@cache
 def schema_version_query(schema: str) -> sql.Composed:
     """The highest recorded migration in ``schema``, the schema quoted as an identifier."""
     return sql.SQL("SELECT max(v) AS v FROM {}").format(

@@ -176,28 +176,35 @@ def statements_families(rows: Iterable[Mapping[str, Any]]) -> list[Metric]:
 
 
 class StatementsCollector:
-    """Reads ``pg_stat_statements`` for this database; reports its absence instead of failing."""
+    """Reads ``pg_stat_statements`` for this database; reports its absence instead of failing.
+
+    Where the extension lives is looked up until it is found, then remembered
+    (one statement per scrape) until reading it fails, dropped or moved.
+    """
 
     name: ClassVar[str] = "statements"
     database_wide: ClassVar[bool] = True
 
     def __init__(self) -> None:
         self._reported_unavailable = False
+        self._query: sql.Composed | None = None
 
     async def collect(self, ctx: ScrapeContext) -> list[Metric]:
         if ctx.database is None:
             return []
         async with ctx.database.connection() as conn:
-            cursor = await conn.execute(EXTENSION_SCHEMA)
-            row = await cursor.fetchone()
-            if row is None:
-                return self._unavailable("not_installed")
-            query = sql.SQL(STATEMENTS).format(
-                view=sql.Identifier(row["schema"], "pg_stat_statements")
-            )
+            if self._query is None:
+                cursor = await conn.execute(EXTENSION_SCHEMA)
+                row = await cursor.fetchone()
+                if row is None:
+                    return self._unavailable("not_installed")
+                self._query = sql.SQL(STATEMENTS).format(
+                    view=sql.Identifier(row["schema"], "pg_stat_statements")
+                )
             try:
-                cursor = await conn.execute(query, (STATEMENTS_FILTER,))
+                cursor = await conn.execute(self._query, (STATEMENTS_FILTER,))
             except UNAVAILABLE_ERRORS as exc:
+                self._query = None
                 return self._unavailable(describe_error(exc))
             rows = await cursor.fetchall()
         self._reported_unavailable = False

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from contextlib import suppress
+from functools import cache
 from typing import Any, ClassVar, Final
 
 from prometheus_client.core import GaugeMetricFamily
@@ -77,6 +78,7 @@ SELECT
 GONE_ERRORS: Final = (errors.UndefinedTable, errors.InvalidSchemaName)
 
 
+@cache
 def summary_query(schema: str) -> sql.Composed:
     """:data:`SUMMARY` for ``schema``'s table, quoted as an identifier."""
     return sql.SQL(SUMMARY).format(table=sql.Identifier(schema, TABLE))
