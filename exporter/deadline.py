@@ -28,15 +28,10 @@ async def within(deadline: float, work: Coroutine[Any, Any, T]) -> T:
     exceptions are those of ``work``; cancelling the caller cancels the work too.
     """
     task = asyncio.ensure_future(work)
-    try:
-        done, _ = await asyncio.wait({task}, timeout=deadline)
-    except asyncio.CancelledError:
-        _detach(task)
-        raise
-    if task in done:
-        return task.result()
-    _detach(task)
-    raise TimeoutError(f"no answer within {deadline:g}s")
+    await settle(deadline, (task,))
+    if not task.done():  # detached: its cancellation is still under way
+        raise TimeoutError(f"no answer within {deadline:g}s")
+    return task.result()
 
 
 async def settle(deadline: float, tasks: Sequence[asyncio.Future[Any]]) -> None:

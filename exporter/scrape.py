@@ -72,9 +72,9 @@ async def gather_outcomes(
     """Every collector's outcome, all run at once, each within ``deadline`` seconds.
 
     An ``Exception`` (or a collector cancelling itself) is that collector's
-    failure; anything else, and the cancellation of the scrape, propagates. The deadline is hard
-    (:func:`exporter.deadline.settle`): a query still being cancelled does not
-    hold the scrape.
+    failure; anything else, and the cancellation of the scrape, propagates.
+    The deadline is hard (:func:`exporter.deadline.settle`): a query still
+    being cancelled does not hold the scrape.
     """
     started = perf_counter()
     tasks = [asyncio.ensure_future(collector.collect(ctx)) for collector in collectors]

@@ -13,6 +13,13 @@ from exporter.settings import Settings
 from exporter.workload import compile_workflow, initial_state
 
 
+async def integrity_step(sidecar: Sidecar) -> None:
+    """Wait for the integrity step a scrape started in the background, if one runs."""
+    for collector in sidecar.collectors:
+        if isinstance(collector, IntegrityCollector):
+            await collector.wait()
+
+
 async def exposition_after_workload(settings: Settings) -> str:
     """The text ``/metrics`` of an in-process sidecar after a workflow, an error and a mark.
 
@@ -34,9 +41,7 @@ async def exposition_after_workload(settings: Settings) -> str:
         assert await saver.tracker.flush()
         await sidecar.check_recovery()
         await sidecar.scrape()  # starts the first integrity step: a whole pass of this store
-        for collector in sidecar.collectors:
-            if isinstance(collector, IntegrityCollector):
-                await collector.wait()
+        await integrity_step(sidecar)
         return generate_latest(exposition(registry, await sidecar.scrape())).decode()
 
 

@@ -18,8 +18,8 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families
 from psycopg import sql
 
 from exporter import InstrumentedSaver, Sidecar, build_checkpointer, instrument
-from exporter.collectors.integrity import IntegrityCollector
 from exporter.settings import Settings
+from tests.exposition import integrity_step
 from tests.samples import Samples, value
 
 THREADS = 100_000
@@ -42,13 +42,6 @@ class Scrape:
     @property
     def series(self) -> set[tuple[str, tuple[tuple[str, str], ...]]]:
         return set(self.values)
-
-
-async def integrity_step(sidecar: Sidecar) -> None:
-    """Wait for the integrity step a scrape started: its first one publishes its series."""
-    for collector in sidecar.collectors:
-        if isinstance(collector, IntegrityCollector):
-            await collector.wait()
 
 
 async def scrape(http: aiohttp.ClientSession, sidecar: Sidecar) -> Scrape:

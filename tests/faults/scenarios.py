@@ -27,11 +27,11 @@ from psycopg_pool import AsyncConnectionPool
 
 from exporter import Sidecar, build_checkpointer
 from exporter.checkpointer.instrumented import InstrumentedSaver
-from exporter.collectors.integrity import IntegrityCollector
 from exporter.database import EXPORTER_APPLICATION_NAME
 from exporter.settings import ListenAddress, Settings
 from exporter.workflows.schema import CANARY_THREAD_ID
 from exporter.workload import compile_workflow, initial_state
+from tests.exposition import integrity_step
 from tests.faults.cluster import StoppableCluster
 from tests.faults.harness import (
     HEALTH,
@@ -351,9 +351,9 @@ async def slow_database(
             # An integrity step begun before recovery runs in the background and may
             # still fail; it says so once, in the next scrape. The sidecar has settled
             # when the scrape after that, with the step it started done, is whole.
-            await _integrity_steps_done(sidecar)
+            await integrity_step(sidecar)
             await scrape(sidecar.url)
-            await _integrity_steps_done(sidecar)
+            await integrity_step(sidecar)
             final = await scrape(sidecar.url)
     polls = poller.polls
     for name, end in zip(PHASES, (*PHASES[1:], "end"), strict=True):
@@ -372,12 +372,6 @@ async def slow_database(
     result.recovered_after = None if healed is None else healed.at - marks["healed"]
     result.final_failed_collectors = failed_collectors(final)
     return result
-
-
-async def _integrity_steps_done(sidecar: Sidecar) -> None:
-    for collector in sidecar.collectors:
-        if isinstance(collector, IntegrityCollector):
-            await collector.wait()
 
 
 def _all_collected(poll: Poll) -> bool:
