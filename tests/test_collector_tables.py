@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -476,6 +477,90 @@ async def test_queries_never_scan_the_checkpoint_tables_whole(
                 assert scan in {node["Node Type"] for node in nodes}
                 touched = plan["Shared Hit Blocks"] + plan["Shared Read Blocks"]
                 assert touched < pages / 4, (scan, touched, pages)
+
+
+async def catalog_buffers(conn: AsyncConnection[DictRow], schema: str) -> int:
+    """Shared buffers the catalog query touches, planning included."""
+    explain = sql.SQL("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) ") + sql.SQL(CATALOG)
+    cursor = await conn.execute(explain, {"tables": list(TABLES), "schema": schema})
+    row = await cursor.fetchone()
+    assert row is not None
+    document = row["QUERY PLAN"]
+    result = (json.loads(document) if isinstance(document, str) else document)[0]
+    plan, planning = result["Plan"], result.get("Planning", {})
+    return int(
+        plan["Shared Hit Blocks"]
+        + plan["Shared Read Blocks"]
+        + planning.get("Shared Hit Blocks", 0)
+        + planning.get("Shared Read Blocks", 0)
+    )
+
+
+async def test_catalog_cost_does_not_grow_with_the_rest_of_the_database(
+    dsn: str, settings: Settings
+) -> None:
+    """A thousand unrelated tables (each with an index) leave the catalog query's reads as
+    they were: it looks up its own tables, never the statistics of every relation."""
+    await prepare_schema(dsn, settings)
+    schema = settings.postgres_schema
+    async with connect(dsn) as conn:
+        for _ in range(3):  # warm the caches the first reads fill
+            before = await catalog_buffers(conn, schema)
+        await conn.execute("CREATE SCHEMA unrelated")
+        await conn.execute(
+            "DO $$ BEGIN FOR i IN 1..1000 LOOP "
+            "EXECUTE format('CREATE TABLE unrelated.t%s (id int PRIMARY KEY)', i); "
+            "END LOOP; END $$"
+        )
+        await conn.execute("ANALYZE pg_catalog.pg_class")
+        for _ in range(3):  # the new relations invalidated those caches
+            after = await catalog_buffers(conn, schema)
+        await conn.execute("DROP SCHEMA unrelated CASCADE")
+    assert after <= before + 10, (before, after)
+
+
+async def test_dead_rows_and_vacuum_follow_the_table(dsn: str, settings: Settings) -> None:
+    """Rows deleted show as dead until a VACUUM, which then shows as the last vacuum."""
+    await prepare_schema(dsn, settings)
+    schema = sql.Identifier(settings.postgres_schema)
+    writes = sql.SQL("{}.checkpoint_writes").format(schema)
+    labels = {"table": "checkpoint_writes"}
+    async with connect(dsn) as conn, scrape_context(dsn, settings) as ctx:
+        query = sql.SQL(FILL_WRITES).format(schema=schema)
+        await conn.execute(query, {"threads": THREAD_COUNT, "rows": 50})
+        await conn.execute(sql.SQL("DELETE FROM {} WHERE idx = 0 AND task_id < '4'").format(writes))
+        cursor = await conn.execute(sql.SQL("SELECT count(*) AS n FROM {}").format(writes))
+        row = await cursor.fetchone()
+        assert row is not None
+        deleted = 50 - row["n"]
+        assert 0 < deleted < 50
+        await conn.execute("SELECT pg_stat_force_next_flush()")
+
+        def dead(samples: Samples) -> float:
+            return value(samples, "langgraph_checkpointer_tables_dead_rows", **labels)
+
+        async def scrape_until(done: Callable[[Samples], bool]) -> Samples:
+            # A session reports its statistics once idle, shortly after its statement.
+            for _ in range(50):
+                samples = samples_of(await TablesCollector().collect(ctx))
+                if done(samples):
+                    break
+                await asyncio.sleep(0.1)
+            return samples
+
+        samples = await scrape_until(lambda samples: dead(samples) == deleted)
+        assert dead(samples) == deleted
+        vacuum_age = (
+            "langgraph_checkpointer_tables_last_vacuum_age_seconds",
+            tuple(labels.items()),
+        )
+        assert vacuum_age not in samples  # never vacuumed
+
+        await conn.execute(sql.SQL("VACUUM {}").format(writes))
+        await conn.execute("SELECT pg_stat_force_next_flush()")
+        samples = await scrape_until(lambda samples: dead(samples) == 0)
+        assert dead(samples) == 0
+        assert 0 <= samples[vacuum_age] < 60
 
 
 @pytest.mark.parametrize("create_schema", [False, True], ids=["no-schema", "empty-schema"])

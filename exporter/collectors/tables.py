@@ -87,6 +87,10 @@ BUCKETS: Final = tuple(float(4**k) for k in range(4, 13))  # 256 B .. 16 MiB
 # TID Range Scan (PostgreSQL 14) reads only the pages asked for; before it, `ctid <` scans all.
 TID_RANGE_SCAN_VERSION: Final = 140000
 
+# The statistics come from the pg_stat_get_* functions that pg_stat_user_tables
+# wraps: that view aggregates over every relation and index of the database
+# (its GROUP BY runs before any join to our three tables), so its cost grows
+# with the whole catalog; the functions cost one lookup per table.
 CATALOG: Final = """
 SELECT t.name AS table,
        c.oid IS NOT NULL AS exists,
@@ -94,12 +98,16 @@ SELECT t.name AS table,
        coalesce(pg_total_relation_size(nullif(c.reltoastrelid, 0)), 0) AS toast_bytes,
        coalesce(pg_indexes_size(c.oid), 0) AS index_bytes,
        c.reltuples::float8 AS reltuples,
-       s.n_live_tup,
-       s.n_dead_tup,
-       extract(epoch FROM now() - s.last_vacuum)::float8 AS last_vacuum_age,
-       extract(epoch FROM now() - s.last_autovacuum)::float8 AS last_autovacuum_age,
-       extract(epoch FROM now() - s.last_analyze)::float8 AS last_analyze_age,
-       extract(epoch FROM now() - s.last_autoanalyze)::float8 AS last_autoanalyze_age,
+       pg_stat_get_live_tuples(c.oid) AS n_live_tup,
+       pg_stat_get_dead_tuples(c.oid) AS n_dead_tup,
+       extract(epoch FROM now() - pg_stat_get_last_vacuum_time(c.oid))::float8
+           AS last_vacuum_age,
+       extract(epoch FROM now() - pg_stat_get_last_autovacuum_time(c.oid))::float8
+           AS last_autovacuum_age,
+       extract(epoch FROM now() - pg_stat_get_last_analyze_time(c.oid))::float8
+           AS last_analyze_age,
+       extract(epoch FROM now() - pg_stat_get_last_autoanalyze_time(c.oid))::float8
+           AS last_autoanalyze_age,
        current_setting('server_version_num')::int AS server_version_num,
        (SELECT st.n_distinct::float8 FROM pg_stats st
         WHERE st.schemaname = %(schema)s AND st.tablename = 'checkpoints'
@@ -107,7 +115,6 @@ SELECT t.name AS table,
 FROM unnest(%(tables)s::text[]) WITH ORDINALITY AS t(name, position)
 LEFT JOIN pg_namespace n ON n.nspname = %(schema)s
 LEFT JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = t.name AND c.relkind = 'r'
-LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid
 ORDER BY t.position
 """
 
