@@ -1,4 +1,4 @@
-"""Reading metrics in tests: parsed samples keyed by name and labels, and a scrape context."""
+"""Reading metrics in tests: parsed samples keyed by name and labels, a scrape context, a clock."""
 
 from __future__ import annotations
 
@@ -13,6 +13,16 @@ from exporter.database import exporter_pool
 from exporter.settings import Settings
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+class Clock:
+    """A monotonic clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
 
 
 def samples_of(families: Iterable[Metric]) -> Samples:

@@ -22,6 +22,7 @@ from exporter.checkpointer.factory import prepare_schema
 from exporter.collectors.base import ScrapeContext
 from exporter.collectors.statements import (
     KINDS,
+    RETRY_SECONDS,
     StatementsCollector,
     classify,
     statements_families,
@@ -31,7 +32,7 @@ from exporter.settings import Settings
 from tests import debian_postgres as debian_postgres_module
 from tests.debian_postgres import require_bindir
 from tests.graphs import config, review_graph
-from tests.samples import Samples, parse_metrics, samples_of, value
+from tests.samples import Clock, Samples, parse_metrics, samples_of, value
 
 AVAILABLE = "langgraph_checkpointer_statements_available"
 CALLS = "langgraph_checkpointer_statements_calls_total"
@@ -212,6 +213,29 @@ async def test_without_the_extension_the_scrape_still_succeeds(settings: Setting
     assert events[0]["reason"] == "not_installed"
 
 
+async def test_an_absent_extension_is_not_looked_for_again_within_the_retry_interval(
+    settings: Settings,
+) -> None:
+    """Once found missing, scrapes within the interval touch no connection; then it looks."""
+    assert settings.postgres_connection_string is not None
+    clock = Clock()
+    collector = StatementsCollector(clock=clock)
+    pool = exporter_pool(settings.postgres_connection_string, settings)
+    await pool.open(wait=True)
+    try:
+        ctx = ScrapeContext(settings, pool)
+        assert samples_of(await collector.collect(ctx)) == {(AVAILABLE, ()): 0.0}
+        requests = pool.get_stats()["requests_num"]
+        clock.now += RETRY_SECONDS - 1
+        assert samples_of(await collector.collect(ctx)) == {(AVAILABLE, ()): 0.0}
+        assert pool.get_stats()["requests_num"] == requests
+        clock.now += 1
+        assert samples_of(await collector.collect(ctx)) == {(AVAILABLE, ()): 0.0}
+        assert pool.get_stats()["requests_num"] == requests + 1
+    finally:
+        await pool.close()
+
+
 async def test_the_sidecar_serves_the_statement_figures(statements_settings: Settings) -> None:
     """Over HTTP, /metrics carries every kind's counters and the collector's success."""
     assert statements_settings.postgres_connection_string is not None
@@ -247,8 +271,10 @@ def test_missing_binaries_skip_locally_and_fail_in_ci(monkeypatch: pytest.Monkey
 async def test_the_extension_is_followed_when_dropped_and_created_elsewhere(
     statements_settings: Settings, statements_dsn: str
 ) -> None:
-    """The view found once is read directly; dropped, it is reported gone; moved, found again."""
-    collector = StatementsCollector()
+    """The view found once is read directly; dropped, it is reported gone; moved, found again
+    once the retry interval has passed."""
+    clock = Clock()
+    collector = StatementsCollector(clock=clock)
     assert value(await collect(statements_settings, collector), AVAILABLE) == 1
     with psycopg.connect(statements_dsn, autocommit=True) as conn:
         conn.execute("DROP EXTENSION pg_stat_statements")
@@ -260,6 +286,9 @@ async def test_the_extension_is_followed_when_dropped_and_created_elsewhere(
     with psycopg.connect(statements_dsn, autocommit=True) as conn:
         conn.execute("CREATE SCHEMA stats")
         conn.execute("CREATE EXTENSION pg_stat_statements SCHEMA stats")
+    clock.now += RETRY_SECONDS - 1
+    assert await collect(statements_settings, collector) == {(AVAILABLE, ()): 0.0}
+    clock.now += 1
     back = await collect(statements_settings, collector)
     assert value(back, AVAILABLE) == 1
     assert {kind for (name, labels) in back if name == CALLS for _, kind in labels} == set(KINDS)

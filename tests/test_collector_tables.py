@@ -42,7 +42,7 @@ from exporter.collectors.tables import (
     schema_query,
 )
 from exporter.settings import Settings
-from tests.samples import Samples, samples_of, scrape_context, value
+from tests.samples import Clock, Samples, samples_of, scrape_context, value
 
 CHECKPOINTS = 20_000
 THREAD_COUNT = 400
@@ -118,16 +118,6 @@ def buckets(samples: Samples, name: str) -> dict[float, float]:
         for (sample, labels), count in samples.items()
         if sample == name + "_bucket"
     }
-
-
-class Clock:
-    """A monotonic clock the test moves by hand."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @asynccontextmanager

@@ -18,13 +18,15 @@ back when it is called, as counters do on a restart. The exporter's role needs
 
 Without the extension in this database (or when it cannot be read), only
 ``langgraph_checkpointer_statements_available 0`` is produced, and the reason
-is logged once.
+is logged once. The collector then looks for it again at most every
+:data:`RETRY_SECONDS`, so a server without it costs no statement on most scrapes.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Final
 
@@ -71,6 +73,9 @@ WHERE s.dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
     AND s.query ILIKE %s
 """
 STATEMENTS_FILTER = "%checkpoint%"
+
+# How long the extension is taken to stay unavailable before the catalog is asked again.
+RETRY_SECONDS: Final = 60.0
 
 # The extension is missing, not preloaded, or not ours to read.
 UNAVAILABLE_ERRORS: Final = (
@@ -145,7 +150,8 @@ def totals_by_kind(rows: Iterable[Mapping[str, Any]]) -> dict[str, KindTotals]:
 def available_family(available: bool) -> GaugeMetricFamily:
     return GaugeMetricFamily(
         PREFIX + "available",
-        "1 when pg_stat_statements can be read in this database.",
+        "1 when pg_stat_statements can be read in this database; while it cannot, "
+        f"looked for again at most every {RETRY_SECONDS:g} s.",
         value=1.0 if available else 0.0,
     )
 
@@ -179,19 +185,27 @@ class StatementsCollector:
     """Reads ``pg_stat_statements`` for this database; reports its absence instead of failing.
 
     Where the extension lives is looked up until it is found, then remembered
-    (one statement per scrape) until reading it fails, dropped or moved.
+    (one statement per scrape) until reading it fails, dropped or moved. Once
+    found unavailable, it is taken to stay so for ``retry`` seconds (by ``clock``).
     """
 
     name: ClassVar[str] = "statements"
     database_wide: ClassVar[bool] = True
 
-    def __init__(self) -> None:
+    def __init__(
+        self, *, retry: float = RETRY_SECONDS, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._retry = retry
+        self._clock = clock
         self._reported_unavailable = False
         self._query: sql.Composed | None = None
+        self._unavailable_until: float | None = None
 
     async def collect(self, ctx: ScrapeContext) -> list[Metric]:
         if ctx.database is None:
             return []
+        if self._unavailable_until is not None and self._clock() < self._unavailable_until:
+            return [available_family(False)]
         async with ctx.database.connection() as conn:
             if self._query is None:
                 cursor = await conn.execute(EXTENSION_SCHEMA)
@@ -208,9 +222,11 @@ class StatementsCollector:
                 return self._unavailable(describe_error(exc))
             rows = await cursor.fetchall()
         self._reported_unavailable = False
+        self._unavailable_until = None
         return statements_families(rows)
 
     def _unavailable(self, reason: str) -> list[Metric]:
+        self._unavailable_until = self._clock() + self._retry
         # Logged once per outage of the extension, not on every scrape.
         if not self._reported_unavailable:
             log.info("pg_stat_statements_unavailable", reason=reason)
