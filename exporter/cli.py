@@ -10,7 +10,7 @@ import signal
 import sys
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -155,6 +155,20 @@ def parse(argv: Sequence[str]) -> tuple[str, Settings, argparse.Namespace]:
             except ValueError as exc:
                 raise UsageError(f"--{name.replace('_', '-')}: {exc}") from None
     return namespace.command, settings, namespace
+
+
+def run(main: Coroutine[Any, Any, int]) -> int:
+    """Run ``main`` on uvloop where it is installed (it is not on Windows), else on asyncio's loop.
+
+    A scrape is mostly event-loop work: a handful of queries and an HTTP answer.
+    uvloop's transports and scheduling cost a fraction of the standard loop's.
+    """
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(main)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(main)
 
 
 async def serve(settings: Settings) -> int:
@@ -346,11 +360,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if command == "healthcheck":
             return healthcheck(settings, namespace.url)
         if command == "verify":
-            return asyncio.run(verify(settings, namespace))
+            return run(verify(settings, namespace))
         if command == "loadtest":
             serve_too = namespace.listen_address is not None
-            return asyncio.run(loadtest(settings, namespace, serve_too))
-        return asyncio.run(serve(settings))
+            return run(loadtest(settings, namespace, serve_too))
+        return run(serve(settings))
     except (CheckpointerUnavailableError, EmbeddedDatabaseError) as exc:
         return _fail(str(exc), 1)
     except WebConfigError as exc:

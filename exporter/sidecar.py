@@ -263,6 +263,7 @@ class Sidecar:
             basic_auth=bool(self.settings.web_config_file and self.settings.web_config_file.users),
             checkpointer=self.backend.checkpointer,
             connection_string=redact(self.backend.connection_string or ""),
+            event_loop=type(asyncio.get_running_loop()).__module__.partition(".")[0],
         )
 
     def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:

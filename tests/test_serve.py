@@ -89,4 +89,7 @@ def test_serve_on_the_embedded_database(tmp_path: Path) -> None:
         "embedded_database_stopped",
     } <= {e["event"] for e in events}
     assert all("component" in e and "level" in e for e in events)
+    started = next(e for e in events if e["event"] == "sidecar_started")
+    expected_loop = "asyncio" if sys.platform == "win32" else "uvloop"
+    assert started["event_loop"] == expected_loop
     assert stdout == ""
