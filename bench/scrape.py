@@ -72,7 +72,7 @@ from psycopg.conninfo import conninfo_to_dict
 from exporter import sql as exporter_sql
 from exporter.checkpointer.factory import build_checkpointer
 from exporter.cli import build_parser
-from exporter.collectors import activity, migrations, statements, tables
+from exporter.collectors import activity, migrations, tables, workflows
 from exporter.collectors.tables import TablesCollector
 from exporter.database import exporter_connect_kwargs
 from exporter.embedded import embedded_database
@@ -613,25 +613,21 @@ STEP_TOTAL: Final = "scrape + render"
 STEP_HISTOGRAMS: Final = "tables: histograms from the cached sample"
 PROFILED_SCRAPES: Final = 30
 PROBE_REPETITIONS: Final = 100
-EXPLAIN: Final = sql.SQL("EXPLAIN (ANALYZE, TIMING OFF, SUMMARY ON) ")
+EXPLAIN: Final = b"EXPLAIN (ANALYZE, TIMING OFF, SUMMARY ON) "
 PLAN_TIME = re.compile(r"^(Planning|Execution) Time: ([0-9.]+) ms$")
 
 
-def statement_probes() -> list[tuple[str, sql.SQL | sql.Composed, Any]]:
-    """Every statement a scrape runs here (no pg_stat_statements), by collector."""
+def statement_probes() -> list[tuple[str, bytes]]:
+    """Every statement a scrape runs here (no pg_stat_statements), by collector, as it runs it."""
+    defaults = Settings()
     return [
-        ("leader check: SERVER_VERSION", sql.SQL(exporter_sql.SERVER_VERSION), None),
-        ("activity: ACTIVITY", sql.SQL(activity.ACTIVITY), None),
+        ("leader check: SERVER_VERSION", exporter_sql.SERVER_VERSION.encode()),
+        ("activity: ACTIVITY", activity.ACTIVITY.encode()),
+        ("migrations: TABLES_EXIST_AND_VERSION", migrations.tables_and_version_query(SCHEMA)),
+        ("tables: CATALOG", tables.catalog_query(SCHEMA)),
         (
-            "migrations: TABLES_EXIST_AND_VERSION",
-            migrations.tables_and_version_query(SCHEMA),
-            (SCHEMA, list(migrations.TABLES)),
-        ),
-        ("statements: EXTENSION_SCHEMA", sql.SQL(statements.EXTENSION_SCHEMA), None),
-        (
-            "tables: CATALOG",
-            sql.SQL(tables.CATALOG),
-            {"tables": list(tables.TABLES), "schema": SCHEMA},
+            "workflows: SUMMARY",
+            workflows.summary_query(SCHEMA, defaults.stuck_after, defaults.prune_threshold),
         ),
     ]
 
@@ -782,19 +778,19 @@ async def probe_statements(url: str, settings: Settings) -> dict[str, tuple[floa
     execution is planned again; EXPLAIN ANALYZE separates planning from execution.
     """
     probes = statement_probes()
-    trips: dict[str, list[float]] = {name: [] for name, _, _ in probes}
-    plans: dict[str, list[float]] = {name: [] for name, _, _ in probes}
-    runs: dict[str, list[float]] = {name: [] for name, _, _ in probes}
+    trips: dict[str, list[float]] = {name: [] for name, _ in probes}
+    plans: dict[str, list[float]] = {name: [] for name, _ in probes}
+    runs: dict[str, list[float]] = {name: [] for name, _ in probes}
     kwargs = exporter_connect_kwargs(url, settings)
     async with await AsyncConnection.connect(url, **kwargs) as conn:
         for _ in range(PROBE_REPETITIONS):
-            for name, query, params in probes:
+            for name, query in probes:
                 started = perf_counter()
-                await (await conn.execute(query, params)).fetchall()
+                await (await conn.execute(query)).fetchall()
                 trips[name].append(perf_counter() - started)
         for _ in range(PROBE_REPETITIONS // 10):
-            for name, query, params in probes:
-                rows = await (await conn.execute(EXPLAIN + query, params)).fetchall()
+            for name, query in probes:
+                rows = await (await conn.execute(EXPLAIN + query)).fetchall()
                 for row in rows:
                     match = PLAN_TIME.match(str(row["QUERY PLAN"]))
                     if match:

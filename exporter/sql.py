@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from psycopg import sql
 
 SERVER_VERSION = "SELECT current_setting('server_version') AS version"
@@ -15,6 +17,27 @@ SCHEMA_EXISTS = "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = %s) A
 SETUP_LOCK_KEY = 0x6C67_6370  # "lgcp"
 TRY_SETUP_LOCK = "SELECT pg_try_advisory_lock(%s, hashtext(%s)) AS acquired"
 RELEASE_SETUP_LOCK = "SELECT pg_advisory_unlock(%s, hashtext(%s))"
+
+
+def bound(template: str, **values: Any) -> bytes:
+    """``template`` with each ``{name}`` filled from ``values``: a
+    :class:`psycopg.sql.Composable` (an identifier) as it is, anything else as a
+    quoted literal (a tuple as an array).
+
+    For the statements a scrape runs, whose values are fixed for the process (a
+    schema, a setting): built once per value (callers cache it) and executed with
+    no parameters, so nothing is adapted per scrape and the server plans the
+    prepared statement once.
+    """
+    filled = {
+        name: value if isinstance(value, sql.Composable) else sql.Literal(_sql_value(value))
+        for name, value in values.items()
+    }
+    return sql.SQL(template).format(**filled).as_bytes()
+
+
+def _sql_value(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
 
 
 def create_schema(schema: str) -> sql.Composed:

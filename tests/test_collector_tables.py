@@ -23,7 +23,6 @@ from exporter.collectors.base import ScrapeContext
 from exporter.collectors.tables import (
     BLOB_SAMPLE,
     BUCKETS,
-    CATALOG,
     CHECKPOINT_SAMPLE,
     HEAD_PAGES,
     OLDEST_HEAD,
@@ -33,6 +32,7 @@ from exporter.collectors.tables import (
     TablesCollector,
     build_sample,
     catalog_families,
+    catalog_query,
     estimated_rows,
     estimated_threads,
     head_params,
@@ -435,11 +435,15 @@ async def test_queries_never_scan_the_checkpoint_tables_whole(
     await fill(dsn, filled_settings, time.time() - 3600)
     schema = filled_settings.postgres_schema
     checkpoints_params = sample_params(CHECKPOINTS)
-    queries: list[tuple[sql.Composable, dict[str, Any], str | None]] = [
-        (sql.SQL(CATALOG), {"tables": list(TABLES), "schema": schema}, None),
-        (schema_query(CHECKPOINT_SAMPLE, schema), checkpoints_params, "Sample Scan"),
-        (schema_query(BLOB_SAMPLE, schema), sample_params(BLOBS + NULL_BLOBS), "Sample Scan"),
-        (schema_query(OLDEST_HEAD, schema), head_params(), "Tid Range Scan"),
+    queries: list[tuple[bytes, dict[str, Any] | None, str | None]] = [
+        (catalog_query(schema), None, None),
+        (schema_query(CHECKPOINT_SAMPLE, schema).as_bytes(), checkpoints_params, "Sample Scan"),
+        (
+            schema_query(BLOB_SAMPLE, schema).as_bytes(),
+            sample_params(BLOBS + NULL_BLOBS),
+            "Sample Scan",
+        ),
+        (schema_query(OLDEST_HEAD, schema).as_bytes(), head_params(), "Tid Range Scan"),
     ]
     async with connect(dsn) as conn:
         cursor = await conn.execute(
@@ -452,8 +456,7 @@ async def test_queries_never_scan_the_checkpoint_tables_whole(
         pages = page_row["relpages"]
         assert pages > 20 * HEAD_PAGES
         for query, params, scan in queries:
-            explain = sql.SQL("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) ") + query
-            cursor = await conn.execute(explain, params)
+            cursor = await conn.execute(b"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + query, params)
             row = await cursor.fetchone()
             assert row is not None
             document = row["QUERY PLAN"]
@@ -471,8 +474,8 @@ async def test_queries_never_scan_the_checkpoint_tables_whole(
 
 async def catalog_buffers(conn: AsyncConnection[DictRow], schema: str) -> int:
     """Shared buffers the catalog query touches, planning included."""
-    explain = sql.SQL("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) ") + sql.SQL(CATALOG)
-    cursor = await conn.execute(explain, {"tables": list(TABLES), "schema": schema})
+    explain = b"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + catalog_query(schema)
+    cursor = await conn.execute(explain)
     row = await cursor.fetchone()
     assert row is not None
     document = row["QUERY PLAN"]

@@ -31,6 +31,7 @@ from prometheus_client.metrics_core import Metric
 from psycopg import AsyncConnection, errors, sql
 
 from exporter.collectors.base import ScrapeContext
+from exporter.sql import bound
 
 PREFIX = "langgraph_checkpointer_migrations_"
 
@@ -44,35 +45,44 @@ NO_VERSION: Final = -1
 # format('%I.%I') quotes schema and table server-side, so to_regclass sees
 # exactly the identifiers and never parses the schema name as SQL.
 TABLES_EXIST = """
-SELECT t.name, to_regclass(format('%%I.%%I', %s::text, t.name)) IS NOT NULL AS exists
-FROM unnest(%s::text[]) AS t(name)
+SELECT t.name, to_regclass(format('%I.%I', {schema}::text, t.name)) IS NOT NULL AS exists
+FROM unnest({tables}::text[]) AS t(name)
 """
 
 
 # Once the migrations table is known to exist: existence and version in one
 # statement. It names the table, so it fails if the table has gone since.
 TABLES_EXIST_AND_VERSION = """
-SELECT t.name, to_regclass(format('%%I.%%I', %s::text, t.name)) IS NOT NULL AS exists,
+SELECT t.name, to_regclass(format('%I.%I', {schema}::text, t.name)) IS NOT NULL AS exists,
        (SELECT max(v) FROM {table}) AS v
-FROM unnest(%s::text[]) AS t(name)
+FROM unnest({tables}::text[]) AS t(name)
 """
 
 GONE_ERRORS: Final = (errors.UndefinedTable, errors.InvalidSchemaName)
 
 
 @cache
-def tables_and_version_query(schema: str) -> sql.Composed:
-    """:data:`TABLES_EXIST_AND_VERSION` for ``schema``, quoted as an identifier."""
-    return sql.SQL(TABLES_EXIST_AND_VERSION).format(
-        table=sql.Identifier(schema, "checkpoint_migrations")
+def tables_exist_query(schema: str) -> bytes:
+    """:data:`TABLES_EXIST` for ``schema``, its names inlined."""
+    return bound(TABLES_EXIST, schema=schema, tables=TABLES)
+
+
+@cache
+def tables_and_version_query(schema: str) -> bytes:
+    """:data:`TABLES_EXIST_AND_VERSION` for ``schema``, the table quoted as an identifier."""
+    return bound(
+        TABLES_EXIST_AND_VERSION,
+        schema=schema,
+        tables=TABLES,
+        table=sql.Identifier(schema, "checkpoint_migrations"),
     )
 
 
 @cache
-def schema_version_query(schema: str) -> sql.Composed:
+def schema_version_query(schema: str) -> bytes:
     """The highest recorded migration in ``schema``, the schema quoted as an identifier."""
-    return sql.SQL("SELECT max(v) AS v FROM {}").format(
-        sql.Identifier(schema, "checkpoint_migrations")
+    return bound(
+        "SELECT max(v) AS v FROM {table}", table=sql.Identifier(schema, "checkpoint_migrations")
     )
 
 
@@ -139,13 +149,12 @@ class MigrationsCollector:
     async def _read(
         self, conn: AsyncConnection[Any], schema: str
     ) -> tuple[dict[str, bool], int | None]:
-        params = (schema, list(TABLES))
         if self._table_seen:
             with suppress(*GONE_ERRORS):
-                cursor = await conn.execute(tables_and_version_query(schema), params)
+                cursor = await conn.execute(tables_and_version_query(schema))
                 rows = await cursor.fetchall()
                 return _exists(rows), _int(rows[0]["v"] if rows else None)
-        cursor = await conn.execute(TABLES_EXIST, params)
+        cursor = await conn.execute(tables_exist_query(schema))
         exists = _exists(await cursor.fetchall())
         if not exists["checkpoint_migrations"]:
             return exists, None

@@ -37,6 +37,7 @@ from psycopg import errors, sql
 from exporter.collectors.base import ScrapeContext
 from exporter.log import get_logger
 from exporter.redact import describe_error
+from exporter.sql import bound
 
 log = get_logger("statements")
 
@@ -70,7 +71,7 @@ SELECT
         AS total_ms
 FROM {view} AS s
 WHERE s.dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
-    AND s.query ILIKE %s
+    AND s.query ILIKE {filter}
 """
 STATEMENTS_FILTER = "%checkpoint%"
 
@@ -198,7 +199,7 @@ class StatementsCollector:
         self._retry = retry
         self._clock = clock
         self._reported_unavailable = False
-        self._query: sql.Composed | None = None
+        self._query: bytes | None = None
         self._unavailable_until: float | None = None
 
     async def collect(self, ctx: ScrapeContext) -> list[Metric]:
@@ -212,11 +213,13 @@ class StatementsCollector:
                 row = await cursor.fetchone()
                 if row is None:
                     return self._unavailable("not_installed")
-                self._query = sql.SQL(STATEMENTS).format(
-                    view=sql.Identifier(row["schema"], "pg_stat_statements")
+                self._query = bound(
+                    STATEMENTS,
+                    view=sql.Identifier(row["schema"], "pg_stat_statements"),
+                    filter=STATEMENTS_FILTER,
                 )
             try:
-                cursor = await conn.execute(self._query, (STATEMENTS_FILTER,))
+                cursor = await conn.execute(self._query)
             except UNAVAILABLE_ERRORS as exc:
                 self._query = None
                 return self._unavailable(describe_error(exc))

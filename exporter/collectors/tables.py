@@ -63,7 +63,7 @@ import time
 from bisect import bisect_right
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache, lru_cache
 from typing import Any, ClassVar, Final
 
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
@@ -73,6 +73,7 @@ from psycopg import AsyncConnection, sql
 
 from exporter.checkpoint_time import UUID6_PATTERN, checkpoint_epoch
 from exporter.collectors.base import ScrapeContext
+from exporter.sql import bound
 
 PREFIX = "langgraph_checkpointer_tables_"
 TABLES: Final = ("checkpoints", "checkpoint_blobs", "checkpoint_writes", "checkpoint_migrations")
@@ -110,10 +111,10 @@ SELECT t.name AS table,
            AS last_autoanalyze_age,
        current_setting('server_version_num')::int AS server_version_num,
        (SELECT st.n_distinct::float8 FROM pg_stats st
-        WHERE st.schemaname = %(schema)s AND st.tablename = 'checkpoints'
+        WHERE st.schemaname = {schema} AND st.tablename = 'checkpoints'
           AND st.attname = 'thread_id' AND NOT st.inherited) AS threads_n_distinct
-FROM unnest(%(tables)s::text[]) WITH ORDINALITY AS t(name, position)
-LEFT JOIN pg_namespace n ON n.nspname = %(schema)s
+FROM unnest({tables}::text[]) WITH ORDINALITY AS t(name, position)
+LEFT JOIN pg_namespace n ON n.nspname = {schema}
 LEFT JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = t.name AND c.relkind = 'r'
 ORDER BY t.position
 """
@@ -142,6 +143,12 @@ SELECT min(checkpoint_id COLLATE "C") FILTER (WHERE checkpoint_id ~ %(uuid6)s) A
 FROM {schema}.checkpoints
 WHERE ctid < %(head)s::tid
 """)
+
+
+@cache
+def catalog_query(schema: str) -> bytes:
+    """:data:`CATALOG` for ``schema``, its names inlined: a statement without parameters."""
+    return bound(CATALOG, schema=schema, tables=TABLES)
 
 
 def schema_query(template: sql.SQL, schema: str) -> sql.Composed:
@@ -345,7 +352,9 @@ def size_families(sample: Sample, interval: float) -> tuple[Metric, ...]:
 
 
 async def _fetch(
-    conn: AsyncConnection[Any], query: str | sql.Composed, params: Mapping[str, Any]
+    conn: AsyncConnection[Any],
+    query: bytes | sql.Composed,
+    params: Mapping[str, Any] | None = None,
 ) -> list[Any]:
     cursor = await conn.execute(query, params)
     return await cursor.fetchall()
@@ -386,7 +395,7 @@ class TablesCollector:
         if key != self._key:
             self._key, self._sample = key, None
         async with ctx.database.connection() as conn:
-            catalog = await _fetch(conn, CATALOG, {"tables": list(TABLES), "schema": schema})
+            catalog = await _fetch(conn, catalog_query(schema))
             sample = self._sample
             interval = ctx.settings.tables_interval
             stale = sample is None or self._clock() - sample.taken_at >= interval

@@ -43,6 +43,7 @@ from psycopg.rows import dict_row
 from exporter.collectors.base import ScrapeContext
 from exporter.log import get_logger
 from exporter.settings import Settings
+from exporter.sql import bound
 from exporter.workflows.schema import CANARY_THREAD_ID, RUNNING, STATUSES, TABLE
 
 log = get_logger("workflows")
@@ -51,7 +52,7 @@ PREFIX = "langgraph_checkpointer_workflows_"
 
 # format('%I.%I') quotes schema and table server-side, as the migrations collector does.
 TABLE_EXISTS: Final = """
-SELECT to_regclass(format('%%I.%%I', %(schema)s::text, %(table)s::text)) IS NOT NULL AS exists
+SELECT to_regclass(format('%I.%I', {schema}::text, {name}::text)) IS NOT NULL AS exists
 """
 
 # Every figure in one snapshot. The canary's row is looked up by key and taken
@@ -62,35 +63,39 @@ SUMMARY: Final = """
 SELECT
     (SELECT coalesce(json_object_agg(status, threads), '{{}}')
      FROM (SELECT status, count(*) AS threads FROM {table} GROUP BY status) AS s) AS statuses,
-    (SELECT status FROM {table} WHERE thread_id = %(canary)s) AS canary_status,
+    (SELECT status FROM {table} WHERE thread_id = {canary}) AS canary_status,
     (SELECT count(*) FROM {table}
-     WHERE status = %(running)s AND last_activity < now() - make_interval(secs => %(stuck)s)
-       AND thread_id <> %(canary)s) AS stuck,
+     WHERE status = {running} AND last_activity < now() - make_interval(secs => {stuck})
+       AND thread_id <> {canary}) AS stuck,
     (SELECT greatest(extract(epoch FROM now() - min(first_activity))::float8, 0) FROM {table}
-     WHERE status = %(running)s AND thread_id <> %(canary)s) AS oldest_running,
+     WHERE status = {running} AND thread_id <> {canary}) AS oldest_running,
     (SELECT greatest(extract(epoch FROM now() - last_activity)::float8, 0) FROM {table}
-     WHERE status = %(running)s AND thread_id <> %(canary)s
+     WHERE status = {running} AND thread_id <> {canary}
      ORDER BY last_activity LIMIT 1) AS longest_idle,
     (SELECT count(*) FROM {table}
-     WHERE checkpoint_count > %(threshold)s AND thread_id <> %(canary)s) AS prune_candidates
+     WHERE checkpoint_count > {threshold} AND thread_id <> {canary}) AS prune_candidates
 """
 
 GONE_ERRORS: Final = (errors.UndefinedTable, errors.InvalidSchemaName)
 
 
 @cache
-def summary_query(schema: str) -> sql.Composed:
-    """:data:`SUMMARY` for ``schema``'s table, quoted as an identifier."""
-    return sql.SQL(SUMMARY).format(table=sql.Identifier(schema, TABLE))
+def table_exists_query(schema: str) -> bytes:
+    """:data:`TABLE_EXISTS` for ``schema``'s table, the names inlined."""
+    return bound(TABLE_EXISTS, schema=schema, name=TABLE)
 
 
-def summary_params(stuck_after: float, prune_threshold: int) -> dict[str, Any]:
-    return {
-        "canary": CANARY_THREAD_ID,
-        "running": RUNNING,
-        "stuck": stuck_after,
-        "threshold": prune_threshold,
-    }
+@cache
+def summary_query(schema: str, stuck_after: float, prune_threshold: int) -> bytes:
+    """:data:`SUMMARY` for ``schema``'s table and these thresholds, all inlined."""
+    return bound(
+        SUMMARY,
+        table=sql.Identifier(schema, TABLE),
+        canary=CANARY_THREAD_ID,
+        running=RUNNING,
+        stuck=float(stuck_after),
+        threshold=int(prune_threshold),
+    )
 
 
 def missing_families() -> list[Metric]:
@@ -196,22 +201,19 @@ class WorkflowsCollector:
         self, conn: AsyncConnection[Any], settings: Settings
     ) -> Mapping[str, Any] | None:
         schema = settings.postgres_schema
-        query = summary_query(schema)
-        params = summary_params(settings.stuck_after, settings.prune_threshold)
+        query = summary_query(schema, settings.stuck_after, settings.prune_threshold)
         if self._table_seen:
             with suppress(*GONE_ERRORS):
-                return await _fetch_one(conn, query, params)
-        exists = await _fetch_one(conn, TABLE_EXISTS, {"schema": schema, "table": TABLE})
+                return await _fetch_one(conn, query)
+        exists = await _fetch_one(conn, table_exists_query(schema))
         if not exists["exists"]:
             return None
-        return await _fetch_one(conn, query, params)
+        return await _fetch_one(conn, query)
 
 
-async def _fetch_one(
-    conn: AsyncConnection[Any], query: str | sql.Composed, params: Mapping[str, Any]
-) -> Mapping[str, Any]:
+async def _fetch_one(conn: AsyncConnection[Any], query: bytes) -> Mapping[str, Any]:
     async with conn.cursor(row_factory=dict_row) as cursor:
-        await cursor.execute(query, params)
+        await cursor.execute(query)
         row = await cursor.fetchone()
     if row is None:
         raise RuntimeError("a single-row query returned no row")

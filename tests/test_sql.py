@@ -1,0 +1,32 @@
+"""Statements built once with their values inlined read those values back exactly."""
+
+from __future__ import annotations
+
+import psycopg
+from psycopg import sql
+from psycopg.rows import dict_row
+
+from exporter.sql import bound
+
+
+def test_bound_values_are_literals_and_identifiers_stay_identifiers(dsn: str) -> None:
+    """Quotes, backslashes and percent signs survive as data; nothing is a parameter."""
+    awkward = 'it\'s 100% \\ "odd"'
+    query = bound(
+        "SELECT {text} AS text, {array}::text[] AS array, {number} AS number,"
+        " format('%I', {text}) AS quoted, (SELECT 1 FROM {table} LIMIT 0) AS none",
+        text=awkward,
+        array=(awkward, "b"),
+        number=2.5,
+        table=sql.Identifier("pg_catalog", "pg_class"),
+    )
+    assert isinstance(query, bytes)
+    with psycopg.connect(dsn, autocommit=True, row_factory=dict_row) as conn:
+        row = conn.execute(query).fetchone()
+    assert row == {
+        "text": awkward,
+        "array": [awkward, "b"],
+        "number": 2.5,
+        "quoted": '"it\'s 100% \\ ""odd"""',
+        "none": None,
+    }
