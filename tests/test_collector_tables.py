@@ -256,6 +256,21 @@ def test_catalog_families_from_hand_made_rows() -> None:
     assert "langgraph_checkpointer_tables_last_vacuum_age_seconds" not in names(samples)
     assert "langgraph_checkpointer_tables_last_analyze_age_seconds" not in names(samples)
 
+    # A later scrape of the same tables shares the storage families, not the ages.
+    older = {**row, "last_autovacuum_age": 27.5}
+    first, second = catalog_families([row]), catalog_families([older])
+    shared = {f.name for f, g in zip(first, second, strict=True) if f is g}
+    assert shared == {
+        "langgraph_checkpointer_tables_" + name
+        for name in ("exists", "size_bytes", "part_size_bytes", "estimated_rows", "dead_rows")
+    } | {"langgraph_checkpointer_tables_estimated_threads"}
+    later = samples_of(second)
+    assert (
+        value(later, "langgraph_checkpointer_tables_last_autovacuum_age_seconds", **labels) == 27.5
+    )
+    grown = samples_of(catalog_families([{**row, "n_dead_tup": 9}]))
+    assert value(grown, "langgraph_checkpointer_tables_dead_rows", **labels) == 9
+
 
 def test_histogram_family_counts_cumulatively() -> None:
     """Buckets are cumulative over BUCKETS, +Inf and count equal the number of values."""

@@ -20,7 +20,7 @@ no migration is recorded (``setup()`` never ran), which counts as behind.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from contextlib import suppress
 from functools import cache
 from typing import Any, ClassVar, Final
@@ -30,7 +30,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from psycopg import AsyncConnection, errors, sql
 
-from exporter.collectors.base import ScrapeContext
+from exporter.collectors.base import Memo, ScrapeContext
 from exporter.sql import bound
 
 PREFIX = "langgraph_checkpointer_migrations_"
@@ -137,14 +137,16 @@ class MigrationsCollector:
 
     def __init__(self) -> None:
         self._table_seen = False
+        # The schema rarely changes: most scrapes hand back the families of the last one.
+        self._families = Memo(_families)
 
-    async def collect(self, ctx: ScrapeContext) -> list[Metric]:
+    async def collect(self, ctx: ScrapeContext) -> Sequence[Metric]:
         if ctx.database is None:
             return []
         async with ctx.database.connection() as conn:
             exists, version = await self._read(conn, ctx.settings.postgres_schema)
         self._table_seen = exists["checkpoint_migrations"]
-        return migrations_families(exists, version, LIBRARY_VERSION)
+        return self._families((exists, version))
 
     async def _read(
         self, conn: AsyncConnection[Any], schema: str
@@ -161,6 +163,11 @@ class MigrationsCollector:
         cursor = await conn.execute(schema_version_query(schema))
         row = await cursor.fetchone()
         return exists, _int(row["v"] if row else None)
+
+
+def _families(state: tuple[dict[str, bool], int | None]) -> list[Metric]:
+    exists, version = state
+    return migrations_families(exists, version, LIBRARY_VERSION)
 
 
 def _exists(rows: Iterable[Mapping[str, Any]]) -> dict[str, bool]:

@@ -218,13 +218,45 @@ def build_sample(
     )
 
 
+# The catalog columns that only change with the data (not with the clock, as the ages do).
+STORAGE_COLUMNS: Final = (
+    "exists",
+    "table_bytes",
+    "toast_bytes",
+    "index_bytes",
+    "reltuples",
+    "n_live_tup",
+    "n_dead_tup",
+    "threads_n_distinct",
+)
+
+
 def catalog_families(rows: Sequence[Mapping[str, Any]]) -> list[Metric]:
     """Per-table figures from the catalog query rows, plus the distinct thread estimate.
 
     Tables missing from ``rows`` or flagged as not existing report zeros.
     ``threads_n_distinct`` (``pg_stats.n_distinct``) is the same on every row.
+    The storage families are built again only when their columns change.
     """
     by_table = {row["table"]: row for row in rows}
+    storage = tuple(
+        tuple(by_table.get(table, {}).get(column) for column in STORAGE_COLUMNS) for table in TABLES
+    )
+    *head, threads = storage_families(storage)
+    return [*head, *age_families(by_table), threads]
+
+
+@lru_cache(maxsize=2)
+def storage_families(storage: tuple[tuple[Any, ...], ...]) -> tuple[Metric, ...]:
+    """Existence, sizes, row estimates and dead rows per table, then the thread estimate.
+
+    ``storage`` holds each table's :data:`STORAGE_COLUMNS`, in :data:`TABLES` order.
+    Nothing mutates a family once built, so scrapes of unchanged tables share these.
+    """
+    by_table = {
+        table: dict(zip(STORAGE_COLUMNS, values, strict=True))
+        for table, values in zip(TABLES, storage, strict=True)
+    }
     exists = GaugeMetricFamily(
         PREFIX + "exists", "1 if the table exists in the schema.", labels=["table"]
     )
@@ -246,6 +278,32 @@ def catalog_families(rows: Sequence[Mapping[str, Any]]) -> list[Metric]:
     dead = GaugeMetricFamily(
         PREFIX + "dead_rows", "Dead rows awaiting vacuum (n_dead_tup).", labels=["table"]
     )
+    for table, row in by_table.items():
+        present = bool(row["exists"])
+        exists.add_metric([table], 1.0 if present else 0.0)
+        toast = float(row["toast_bytes"] or 0)
+        table_bytes = float(row["table_bytes"] or 0)
+        indexes = float(row["index_bytes"] or 0)
+        # pg_total_relation_size is exactly this sum; asking for it too would stat every file twice.
+        size.add_metric([table], table_bytes + indexes)
+        parts.add_metric([table, "heap"], table_bytes - toast)
+        parts.add_metric([table, "toast"], toast)
+        parts.add_metric([table, "indexes"], indexes)
+        rows_family.add_metric([table], estimated_rows(row) if present else 0.0)
+        dead.add_metric([table], float(row["n_dead_tup"] or 0))
+    checkpoints = by_table["checkpoints"]
+    threads = GaugeMetricFamily(
+        PREFIX + "estimated_threads",
+        "Distinct thread ids in checkpoints, from ANALYZE statistics (0 until analyzed).",
+        value=estimated_threads(checkpoints["threads_n_distinct"], estimated_rows(checkpoints))
+        if checkpoints["exists"]
+        else 0.0,
+    )
+    return (exists, size, parts, rows_family, dead, threads)
+
+
+def age_families(by_table: Mapping[str, Mapping[str, Any]]) -> list[Metric]:
+    """Seconds since each table's last vacuum and analyze, manual or auto; absent if never."""
     ages = {
         kind: GaugeMetricFamily(
             PREFIX + f"last_{kind}_age_seconds",
@@ -256,31 +314,11 @@ def catalog_families(rows: Sequence[Mapping[str, Any]]) -> list[Metric]:
     }
     for table in TABLES:
         row = by_table.get(table, {})
-        present = bool(row.get("exists"))
-        exists.add_metric([table], 1.0 if present else 0.0)
-        toast = float(row.get("toast_bytes") or 0)
-        table_bytes = float(row.get("table_bytes") or 0)
-        indexes = float(row.get("index_bytes") or 0)
-        # pg_total_relation_size is exactly this sum; asking for it too would stat every file twice.
-        size.add_metric([table], table_bytes + indexes)
-        parts.add_metric([table, "heap"], table_bytes - toast)
-        parts.add_metric([table, "toast"], toast)
-        parts.add_metric([table, "indexes"], indexes)
-        rows_family.add_metric([table], estimated_rows(row) if present else 0.0)
-        dead.add_metric([table], float(row.get("n_dead_tup") or 0))
         for kind, family in ages.items():
             age = row.get(f"last_{kind}_age")
-            if present and age is not None:
+            if row.get("exists") and age is not None:
                 family.add_metric([table], max(0.0, float(age)))
-    checkpoints = by_table.get("checkpoints", {})
-    threads = GaugeMetricFamily(
-        PREFIX + "estimated_threads",
-        "Distinct thread ids in checkpoints, from ANALYZE statistics (0 until analyzed).",
-        value=estimated_threads(checkpoints.get("threads_n_distinct"), estimated_rows(checkpoints))
-        if checkpoints.get("exists")
-        else 0.0,
-    )
-    return [exists, size, parts, rows_family, dead, *ages.values(), threads]
+    return list(ages.values())
 
 
 def _le(bound: float) -> str:
