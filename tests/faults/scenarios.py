@@ -172,7 +172,7 @@ async def database_outage(
             tracker = saver.tracker
             if tracker is not None:
                 await tracker.flush()
-            samples = await _settled_scrape(sidecar.url)
+            samples = await _settled_scrape(sidecar.url, since=time.time())
             result.sidecar_alive = True
             polls = poller.polls
             during = [p for p in polls if down <= p.at <= back]
@@ -246,17 +246,23 @@ def _recovered(poll: Poll) -> bool:
     return document.get("status") == "degraded" and all(c.startswith("integrity:") for c in causes)
 
 
-async def _settled_scrape(url: str) -> Samples:
-    """A scrape after an integrity pass that began once the load had stopped."""
-    passes = "langgraph_checkpointer_integrity_passes_completed_total"
-    samples = await scrape(url)
-    first = samples.get((passes, ()), 0.0)
-    for _ in range(200):  # steps run in the background: give each one time to finish
-        if samples.get((passes, ()), 0.0) >= first + 2:
-            break
-        await asyncio.sleep(0.05)
+async def _settled_scrape(url: str, since: float) -> Samples:
+    """A scrape whose integrity figures come from a pass that began after ``since`` (Unix time).
+
+    With no grace for orphan writes, a pass that overlapped the load counts the
+    writes of checkpoints still being saved; only a later one is comparable with
+    what is stored once the load has stopped.
+    """
+    prefix = "langgraph_checkpointer_integrity_last_pass_"
+    samples: Samples = {}
+    for _ in range(600):  # steps run in the background: give each one time to finish
         samples = await scrape(url)
-    return samples
+        finished = samples.get((prefix + "timestamp_seconds", ()))
+        took = samples.get((prefix + "duration_seconds", ()))
+        if finished is not None and took is not None and finished - took >= since:
+            return samples
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"no integrity pass began after the load stopped: {samples}")
 
 
 async def orphan_writes(dsn: str, schema: str) -> list[str]:
