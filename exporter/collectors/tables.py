@@ -90,7 +90,7 @@ TID_RANGE_SCAN_VERSION: Final = 140000
 
 # The statistics come from the pg_stat_get_* functions that pg_stat_user_tables
 # wraps: that view aggregates over every relation and index of the database
-# (its GROUP BY runs before any join to our three tables), so its cost grows
+# (its GROUP BY runs before any join to our tables), so its cost grows
 # with the whole catalog; the functions cost one lookup per table.
 CATALOG: Final = """
 SELECT t.name AS table,
