@@ -774,8 +774,8 @@ async def profile_scrape(url: str, args: argparse.Namespace) -> ProfileReport:
 async def probe_statements(url: str, settings: Settings) -> dict[str, tuple[float, float, float]]:
     """Each statement alone on a connection set up as the exporter's: round trip and server time.
 
-    The exporter prepares nothing (``prepare_threshold=None``), so every
-    execution is planned again; EXPLAIN ANALYZE separates planning from execution.
+    The connection prepares as the exporter's does (``prepare_threshold`` from the settings), so
+    the round trips are those of a scrape; EXPLAIN ANALYZE separates planning from execution.
     """
     probes = statement_probes()
     trips: dict[str, list[float]] = {name: [] for name, _ in probes}
@@ -1233,7 +1233,7 @@ def render_profile(report: ProfileReport, latency: LatencyReport | None) -> list
     if report.statements:
         lines += [
             "",
-            "   Each statement alone, on a connection set up as the exporter's (unprepared); "
+            "   Each statement alone, on a connection set up as the exporter's; "
             "server times from EXPLAIN ANALYZE:",
             "",
             f"   {'statement':<36}{'round trip ms':>14}{'planning ms':>13}{'execution ms':>14}",
