@@ -198,8 +198,8 @@ class StatementsCollector:
     ) -> None:
         self._retry = retry
         self._clock = clock
-        self._reported_unavailable = False
         self._query: bytes | None = None
+        # Set while the extension is taken to be unavailable: when to look again.
         self._unavailable_until: float | None = None
 
     async def collect(self, ctx: ScrapeContext) -> list[Metric]:
@@ -224,14 +224,12 @@ class StatementsCollector:
                 self._query = None
                 return self._unavailable(describe_error(exc))
             rows = await cursor.fetchall()
-        self._reported_unavailable = False
         self._unavailable_until = None
         return statements_families(rows)
 
     def _unavailable(self, reason: str) -> list[Metric]:
-        self._unavailable_until = self._clock() + self._retry
         # Logged once per outage of the extension, not on every scrape.
-        if not self._reported_unavailable:
+        if self._unavailable_until is None:
             log.info("pg_stat_statements_unavailable", reason=reason)
-            self._reported_unavailable = True
+        self._unavailable_until = self._clock() + self._retry
         return [available_family(False)]
