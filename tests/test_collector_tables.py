@@ -471,11 +471,7 @@ async def test_queries_never_scan_the_checkpoint_tables_whole(
         pages = page_row["relpages"]
         assert pages > 20 * HEAD_PAGES
         for query, params, scan in queries:
-            cursor = await conn.execute(b"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + query, params)
-            row = await cursor.fetchone()
-            assert row is not None
-            document = row["QUERY PLAN"]
-            plan = (json.loads(document) if isinstance(document, str) else document)[0]["Plan"]
+            plan = (await explained(conn, query, params))["Plan"]
             nodes = list(plan_nodes(plan))
             for node in nodes:
                 assert not (
@@ -487,14 +483,21 @@ async def test_queries_never_scan_the_checkpoint_tables_whole(
                 assert touched < pages / 4, (scan, touched, pages)
 
 
-async def catalog_buffers(conn: AsyncConnection[DictRow], schema: str) -> int:
-    """Shared buffers the catalog query touches, planning included."""
-    explain = b"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + catalog_query(schema)
-    cursor = await conn.execute(explain)
+async def explained(
+    conn: AsyncConnection[DictRow], query: bytes, params: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """``query`` run under EXPLAIN (ANALYZE, BUFFERS): its plan and planning figures."""
+    cursor = await conn.execute(b"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + query, params)
     row = await cursor.fetchone()
     assert row is not None
     document = row["QUERY PLAN"]
-    result = (json.loads(document) if isinstance(document, str) else document)[0]
+    result: dict[str, Any] = (json.loads(document) if isinstance(document, str) else document)[0]
+    return result
+
+
+async def catalog_buffers(conn: AsyncConnection[DictRow], schema: str) -> int:
+    """Shared buffers the catalog query touches, planning included."""
+    result = await explained(conn, catalog_query(schema))
     plan, planning = result["Plan"], result.get("Planning", {})
     return int(
         plan["Shared Hit Blocks"]
