@@ -125,9 +125,19 @@ class Settings:
                 values[spec.field] = spec.parse(raw)
             except ValueError as exc:
                 raise SettingsError(f"{spec.describe()}: {exc}") from None
-        settings = cls(**values)
-        settings.check()
-        return settings
+        return cls(**values)
+
+    def __post_init__(self) -> None:
+        """Hold settings built in code to the rules that env and flags are held to."""
+        for spec in SPECS:
+            validate = getattr(spec.parse, "validate", None)
+            if validate is None:
+                continue
+            try:
+                validate(getattr(self, spec.field))
+            except ValueError as exc:
+                raise SettingsError(f"{spec.describe()}: {exc}") from None
+        self.check()
 
     def check(self) -> None:
         """Reject combinations no single value can catch."""
@@ -143,9 +153,7 @@ class Settings:
 
     def replace(self, **changes: Any) -> Settings:
         """Return a copy with ``changes`` applied and checked."""
-        settings = dataclasses.replace(self, **changes)
-        settings.check()
-        return settings
+        return dataclasses.replace(self, **changes)
 
     @property
     def embedded(self) -> bool:
@@ -194,29 +202,56 @@ def parse_bool(raw: str) -> bool:
     raise ValueError(f"expected true or false, got {raw!r}")
 
 
-def integer_in(low: int, high: int) -> Callable[[str], int]:
-    def parse(raw: str) -> int:
+@dataclass(frozen=True, slots=True)
+class IntegerIn:
+    """Parses a whole number within bounds; :meth:`validate` holds typed values to the same."""
+
+    low: int
+    high: int
+
+    def __call__(self, raw: str) -> int:
         if not _INTEGER.match(raw.strip()):
             raise ValueError(f"expected a whole number, got {raw!r}")
-        value = int(raw.strip())
-        if not low <= value <= high:
-            raise ValueError(f"must be between {low} and {high}, got {value}")
+        return self.validate(int(raw.strip()))
+
+    def validate(self, value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"expected a whole number, got {value!r}")
+        if not self.low <= value <= self.high:
+            raise ValueError(f"must be between {self.low} and {self.high}, got {value}")
         return value
 
-    return parse
 
+@dataclass(frozen=True, slots=True)
+class DurationIn:
+    """Parses a duration within bounds; :meth:`validate` holds typed seconds to the same."""
 
-def duration_in(low: float, high: float) -> Callable[[str], float]:
-    def parse(raw: str) -> float:
+    low: float
+    high: float
+
+    def __call__(self, raw: str) -> float:
         match = _DURATION.match(raw.strip())
         if match is None:
             raise ValueError(f"expected a duration such as 5, 5s or 250ms, got {raw!r}")
         seconds = float(match["number"]) * _UNIT_SECONDS[match["unit"]]
-        if not low <= seconds <= high:
-            raise ValueError(f"must be between {low:g}s and {high:g}s, got {raw.strip()}")
+        if not self.low <= seconds <= self.high:
+            raise ValueError(f"must be between {self.low:g}s and {self.high:g}s, got {raw.strip()}")
         return seconds
 
-    return parse
+    def validate(self, value: Any) -> float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError(f"expected seconds as a number, got {value!r}")
+        if not self.low <= value <= self.high:
+            raise ValueError(f"must be between {self.low:g}s and {self.high:g}s, got {value:g}s")
+        return float(value)
+
+
+def integer_in(low: int, high: int) -> IntegerIn:
+    return IntegerIn(low, high)
+
+
+def duration_in(low: float, high: float) -> DurationIn:
+    return DurationIn(low, high)
 
 
 def _choice(*choices: str) -> Callable[[str], str]:

@@ -370,15 +370,57 @@ def test_telemetry_path_may_not_collide_with_reserved_paths(path: str) -> None:
 
 @pytest.mark.parametrize("path", sorted(RESERVED_PATHS))
 def test_check_rejects_reserved_telemetry_path(path: str) -> None:
-    """Settings.check rejects every reserved path, also on directly built settings."""
+    """Settings rejects every reserved path, also when built directly in code."""
     with pytest.raises(SettingsError, match="already served"):
-        Settings(telemetry_path=path).check()
+        Settings(telemetry_path=path)
 
 
-def test_check_rejects_min_above_max_on_direct_construction() -> None:
-    """Settings.check applies the pool rule to settings built without load()."""
+def test_direct_construction_rejects_min_above_max() -> None:
+    """Settings built without load() are held to the pool rule when they are made."""
     with pytest.raises(SettingsError, match="POOL_MIN_SIZE"):
-        Settings(pool_min_size=3, pool_max_size=2).check()
+        Settings(pool_min_size=3, pool_max_size=2)
+
+
+@pytest.mark.parametrize(
+    ("changes", "named"),
+    [
+        ({"pool_max_size": 0}, "CHECKPOINT_EXPORTER_POOL_MAX_SIZE (--pool.max-size): "),
+        ({"exporter_pool_size": 99}, "CHECKPOINT_EXPORTER_EXPORTER_POOL_SIZE"),
+        ({"collector_timeout": -1.0}, "CHECKPOINT_EXPORTER_COLLECTOR_TIMEOUT"),
+        ({"canary_interval": 10**9}, "CHECKPOINT_EXPORTER_CANARY_INTERVAL"),
+        ({"recovery_limit": True}, "CHECKPOINT_EXPORTER_RECOVERY_LIMIT"),
+        ({"stuck_after": "15m"}, "CHECKPOINT_EXPORTER_STUCK_AFTER"),
+    ],
+    ids=lambda value: next(iter(value)) if isinstance(value, dict) else "",
+)
+def test_direct_construction_holds_values_to_their_bounds(
+    changes: dict[str, Any], named: str
+) -> None:
+    """A value env or flags would refuse is refused in code too, naming the same setting."""
+    with pytest.raises(SettingsError) as caught:
+        Settings(**changes)
+    assert str(caught.value).startswith(named)
+    with pytest.raises(SettingsError):
+        Settings().replace(**changes)
+
+
+def test_direct_construction_and_load_agree_on_every_bound() -> None:
+    """Each bounded setting accepts its bounds and refuses just past them, built either way."""
+    for spec in SPECS:
+        bounds = getattr(spec.parse, "low", None), getattr(spec.parse, "high", None)
+        if bounds[0] is None or bounds[1] is None:
+            continue
+        low, high = bounds
+        # The pool's lower bound may reach its upper one only with room above it.
+        room = {"pool_max_size": high} if spec.field == "pool_min_size" else {}
+        for good in (low, high):
+            assert getattr(Settings(**room, **{spec.field: good}), spec.field) == good
+        step = 1 if isinstance(low, int) and isinstance(high, int) else 0.001
+        for bad in (low - step, high + step):
+            with pytest.raises(SettingsError, match=spec.env):
+                Settings(**room, **{spec.field: bad})
+            with pytest.raises(SettingsError, match=spec.env):
+                Settings.load({spec.env: str(bad)}, {})
 
 
 def test_replace_checks_the_result() -> None:
