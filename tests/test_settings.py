@@ -407,12 +407,12 @@ def test_direct_construction_holds_values_to_their_bounds(
 def test_direct_construction_and_load_agree_on_every_bound() -> None:
     """Each bounded setting accepts its bounds and refuses just past them, built either way."""
     for spec in SPECS:
-        bounds = getattr(spec.parse, "low", None), getattr(spec.parse, "high", None)
-        if bounds[0] is None or bounds[1] is None:
+        low: Any = getattr(spec.parse, "low", None)
+        high: Any = getattr(spec.parse, "high", None)
+        if low is None or high is None:
             continue
-        low, high = bounds
         # The pool's lower bound may reach its upper one only with room above it.
-        room = {"pool_max_size": high} if spec.field == "pool_min_size" else {}
+        room: dict[str, Any] = {"pool_max_size": high} if spec.field == "pool_min_size" else {}
         for good in (low, high):
             assert getattr(Settings(**room, **{spec.field: good}), spec.field) == good
         step = 1 if isinstance(low, int) and isinstance(high, int) else 0.001
