@@ -132,6 +132,44 @@ async def test_fallback_runs_in_memory_and_says_why(settings: Settings) -> None:
         assert result["n"] == 30
 
 
+class ApplicationError(Exception):
+    """An error of the application's own, raised inside ``build_checkpointer``'s block."""
+
+
+async def test_fallback_start_up_error_never_chains_onto_the_applications_errors(
+    settings: Settings,
+) -> None:
+    """An error raised in the fallback's block reaches the caller with no start-up context.
+
+    Were the saver yielded inside the ``except`` that caught the start-up failure, the
+    application's exception would carry that ``OSError`` as ``__context__``, and every
+    traceback of it would show the connection failure as its cause.
+    """
+    url = f"postgresql://claude:s3cr3t-pw@127.0.0.1:{closed_port()}/claude_studio"
+    settings = settings.replace(postgres_connection_string=url, fallback_to_memory=True)
+    caught: ApplicationError | None = None
+    try:
+        async with build_checkpointer(settings, registry=CollectorRegistry()) as saver:
+            assert saver.backend is not None
+            assert saver.backend.fallback_reason is not None
+            raise ApplicationError("the application failed")
+    except ApplicationError as exc:
+        caught = exc
+    assert caught is not None
+    assert caught.__context__ is None
+    assert caught.__cause__ is None
+
+
+async def test_unavailable_error_carries_no_driver_context(settings: Settings) -> None:
+    """Without fallback the one-line error stands alone: no chained driver error to print."""
+    url = f"postgresql://claude:s3cr3t-pw@127.0.0.1:{closed_port()}/claude_studio"
+    settings = settings.replace(postgres_connection_string=url)
+    with pytest.raises(CheckpointerUnavailableError) as caught:
+        async with build_checkpointer(settings, registry=CollectorRegistry()):
+            pytest.fail("must not yield")
+    assert caught.value.__context__ is None
+
+
 async def test_no_connection_string_starts_the_embedded_database(tmp_path: Path) -> None:
     """Without a connection string the checkpointer runs on an embedded PostgreSQL that
     keeps its data across restarts and is stopped on exit."""

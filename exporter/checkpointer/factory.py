@@ -120,15 +120,19 @@ async def build_checkpointer(
         return
     async with AsyncExitStack() as stack:
         conninfo = await stack.enter_async_context(connection_string(settings))
+        reason: str | None = None
         try:
             await prepare_schema(conninfo, settings)
             pool = await open_checkpointer_pool(conninfo, settings)
         except (psycopg.Error, PoolTimeout, OSError) as exc:
             reason = describe_error(exc)
+        # Outside the handler: the application's own errors, thrown in at the yield,
+        # must not carry the start-up failure as their __context__.
+        if reason is not None:
             if not settings.fallback_to_memory:
                 raise CheckpointerUnavailableError(
                     f"PostgreSQL at {redact(conninfo)} is unavailable: {reason}"
-                ) from None
+                )
             log.warning("checkpointer_fallback", checkpointer=MEMORY, reason=reason)
             backend = Backend(MEMORY, schema, conninfo, fallback_reason=reason)
             yield wrap_saver(InMemorySaver(), metrics, observer, backend)
