@@ -37,13 +37,21 @@ from exporter.checkpointer.instrumented import (
 )
 from exporter.settings import Settings
 from tests.graphs import config, review_graph
+from tests.test_canary import eventually
 
 SAVER_TYPES = (InMemorySaver, PostgresSaver, AsyncPostgresSaver)
 
 
 def sample(registry: CollectorRegistry, name: str, **labels: str) -> float:
-    """A sample's value, 0 when absent (as Prometheus would read a missing series)."""
-    return registry.get_sample_value(name, labels) or 0.0
+    """A sample's value; a missing series fails the test, naming it (absent is not zero)."""
+    found = registry.get_sample_value(name, labels)
+    assert found is not None, f"no series {name}{labels}"
+    return found
+
+
+def absent(registry: CollectorRegistry, name: str, **labels: str) -> bool:
+    """Whether the series ``name{labels}`` is missing from ``registry``."""
+    return registry.get_sample_value(name, labels) is None
 
 
 @pytest.fixture
@@ -235,15 +243,12 @@ async def test_metrics_are_exact_after_a_known_sequence(
         )
         == 1
     )
-    assert (
-        sample(
-            registry,
-            "langgraph_checkpointer_operation_errors_total",
-            operation="put",
-            error="KeyError",
-            **labels,
-        )
-        == 0
+    assert absent(
+        registry,
+        "langgraph_checkpointer_operation_errors_total",
+        operation="put",
+        error="KeyError",
+        **labels,
     )
     duration = "langgraph_checkpointer_operation_duration_seconds_count"
     assert sample(registry, duration, operation="put", **labels) == 3
@@ -329,11 +334,10 @@ async def test_async_list_abandoned_in_a_loop_is_still_recorded(
     async for _ in wrapped.alist(config("t")):
         break
     labels = {"operation": "list", "saver": "InMemorySaver"}
-    for _ in range(10):
-        if sample(registry, "langgraph_checkpointer_operations_total", **labels):
-            break
-        await asyncio.sleep(0.01)
-    assert sample(registry, "langgraph_checkpointer_operations_total", **labels) == 1
+    total = "langgraph_checkpointer_operations_total"
+    # The event loop closes the abandoned generator in a task of its own, soon after.
+    await eventually(lambda: registry.get_sample_value(total, labels) != 0, seconds=60)
+    assert sample(registry, total, **labels) == 1
 
 
 def test_sync_list_stopped_early_is_recorded(
