@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from time import perf_counter
-from typing import Any
+from typing import Any, Final
 
 import psycopg
 from psycopg import AsyncConnection
@@ -56,9 +56,23 @@ def checkpointer_connect_kwargs(conninfo: str, settings: Settings) -> dict[str, 
     }
 
 
+# The server ends a lock wait, then a statement, strictly before the collector's deadline,
+# each at a point of its own: a failure then says which limit it met (a lock held by
+# someone else, a slow statement, or no answer at all) instead of whichever won a race.
+LOCK_TIMEOUT_SHARE: Final = 0.5
+STATEMENT_TIMEOUT_SHARE: Final = 0.8
+
+
+def server_timeouts_ms(deadline: float) -> tuple[int, int]:
+    """``lock_timeout`` and ``statement_timeout`` in ms for work under ``deadline`` seconds."""
+    lock_ms = max(1, int(deadline * 1000 * LOCK_TIMEOUT_SHARE))
+    statement_ms = max(lock_ms + 1, int(deadline * 1000 * STATEMENT_TIMEOUT_SHARE))
+    return lock_ms, statement_ms
+
+
 def exporter_connect_kwargs(conninfo: str, settings: Settings) -> dict[str, Any]:
     """Connection arguments for the exporter's own queries: bounded, read-mostly, named."""
-    timeout_ms = max(1, int(settings.collector_timeout * 1000))
+    lock_ms, statement_ms = server_timeouts_ms(settings.collector_timeout)
     return {
         "autocommit": True,
         "row_factory": dict_row,
@@ -67,9 +81,9 @@ def exporter_connect_kwargs(conninfo: str, settings: Settings) -> dict[str, Any]
         "connect_timeout": max(1, math.ceil(settings.connect_timeout)),
         "options": _options(
             conninfo,
-            f"statement_timeout={timeout_ms}",
-            f"lock_timeout={timeout_ms}",
-            f"idle_in_transaction_session_timeout={timeout_ms * 2}",
+            f"statement_timeout={statement_ms}",
+            f"lock_timeout={lock_ms}",
+            f"idle_in_transaction_session_timeout={max(1, int(settings.collector_timeout * 2000))}",
         ),
     }
 

@@ -12,9 +12,13 @@ import asyncio
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from time import perf_counter
+from typing import Final
 
-from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily
+import psycopg
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
 from prometheus_client.metrics_core import Metric
+from psycopg import errors
+from psycopg_pool import PoolTimeout
 
 from exporter.collectors.base import Collector, ScrapeContext
 from exporter.deadline import settle
@@ -27,14 +31,73 @@ SUCCESS = "langgraph_checkpointer_scrape_collector_success"
 DURATION = "langgraph_checkpointer_scrape_collector_duration_seconds"
 
 
+FAILURES = "langgraph_checkpointer_scrape_collector_failures"
+
+# Why a collector failed. The server's limits are set strictly inside the deadline
+# (exporter.database.server_timeouts_ms), so each cause has a reason of its own.
+DEADLINE = "deadline"  # no answer by the collector's deadline
+LOCK_TIMEOUT = "lock_timeout"  # the server gave up waiting for a lock someone else holds
+STATEMENT_TIMEOUT = "statement_timeout"  # the server cancelled a statement that ran too long
+CONNECTION = "connection"  # no connection could be had, or it broke
+ERROR = "error"  # anything else the collector raised
+REASONS: Final = (DEADLINE, LOCK_TIMEOUT, STATEMENT_TIMEOUT, CONNECTION, ERROR)
+
+
+def failure_reason(exc: BaseException) -> str:
+    """Which of :data:`REASONS` ``exc`` stands for; subclasses before their bases."""
+    if isinstance(exc, errors.LockNotAvailable):
+        return LOCK_TIMEOUT
+    if isinstance(exc, errors.QueryCanceled):
+        return STATEMENT_TIMEOUT
+    if isinstance(exc, TimeoutError):
+        return DEADLINE
+    if isinstance(exc, psycopg.OperationalError | PoolTimeout | OSError):
+        return CONNECTION
+    return ERROR
+
+
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """What one collector produced in one scrape."""
+    """What one collector produced in one scrape; ``reason`` says why it failed, if it did."""
 
     collector: str
     families: Sequence[Metric]
     ok: bool
     seconds: float
+    reason: str | None = None
+
+
+class FailureCounts:
+    """Failed collector runs since start, by collector and reason, every pair from zero.
+
+    The gauges of a scrape say that a collector failed; this counter says which limit
+    fired or what broke, and keeps count between scrapes.
+    """
+
+    def __init__(self, collectors: Iterable[str]) -> None:
+        self._counts = {(name, reason): 0 for name in collectors for reason in REASONS}
+        self._family: Metric | None = None
+
+    def record(self, outcomes: Iterable[Outcome]) -> None:
+        for outcome in outcomes:
+            if outcome.reason is not None:
+                key = (outcome.collector, outcome.reason)
+                self._counts[key] = self._counts.get(key, 0) + 1
+                self._family = None
+
+    def family(self) -> Metric:
+        """The counter family; the same object while nothing failed, so its text is reused."""
+        if self._family is None:
+            family = CounterMetricFamily(
+                FAILURES,
+                "Failed collector runs by reason: deadline, lock_timeout, statement_timeout, "
+                "connection or error.",
+                labels=["collector", "reason"],
+            )
+            for (name, reason), count in self._counts.items():
+                family.add_metric([name, reason], float(count))
+            self._family = family
+        return self._family
 
 
 async def run_collector(collector: Collector, ctx: ScrapeContext, deadline: float) -> Outcome:
@@ -88,7 +151,7 @@ async def gather_outcomes(
             outcomes.append(_outcome(collector, task, ended[task] - started))
         else:
             log.warning("collector_timeout", collector=collector.name, deadline_seconds=deadline)
-            outcomes.append(Outcome(collector.name, (), False, perf_counter() - started))
+            outcomes.append(Outcome(collector.name, (), False, perf_counter() - started, DEADLINE))
     return outcomes
 
 
@@ -105,13 +168,15 @@ def _outcome(
         return Outcome(collector.name, task.result(), True, seconds)
     if not isinstance(exc, Exception | asyncio.CancelledError):
         raise exc
+    reason = failure_reason(exc)
     log.warning(
         "collector_failed",
         collector=collector.name,
+        reason=reason,
         error=type(exc).__name__,
         message=redact(str(exc)),
     )
-    return Outcome(collector.name, (), False, seconds)
+    return Outcome(collector.name, (), False, seconds, reason)
 
 
 def status_families(

@@ -490,7 +490,8 @@ SPECS: tuple[Spec, ...] = (
         "--collector.timeout",
         duration_in(0.05, 600),
         "5s",
-        "Deadline of each collector in a scrape; also the exporter's statement_timeout.",
+        "Deadline of each collector in a scrape. The exporter's lock_timeout (half of it) and "
+        "statement_timeout (80 %) end server-side work before it, so a failure says which fired.",
     ),
     Spec(
         "exporter_pool_size",

@@ -26,7 +26,13 @@ from exporter.health import HealthInputs, IntegritySummary, health_document
 from exporter.leader import LeaderElection
 from exporter.log import get_logger
 from exporter.redact import describe_error, redact
-from exporter.scrape import Outcome, gather_outcomes, outcome_families, status_families
+from exporter.scrape import (
+    FailureCounts,
+    Outcome,
+    gather_outcomes,
+    outcome_families,
+    status_families,
+)
 from exporter.settings import Settings
 from exporter.version import LANGGRAPH_CHECKPOINT_VERSION, PYTHON_VERSION, VERSION
 from exporter.workflows.canary import Canary
@@ -86,6 +92,7 @@ class Sidecar:
             collectors = collector_registry.create(settings.collectors)
         self.collectors = tuple(collectors)
         self._local = tuple(c for c in self.collectors if not c.database_wide)
+        self._failures = FailureCounts(c.name for c in self.collectors)
         self.backend = self._backend()
         conninfo = self.backend.connection_string
         self._database = exporter_pool(conninfo, settings) if conninfo else None
@@ -176,6 +183,7 @@ class Sidecar:
         if not leading:
             local = {c.name for c in self._local}
             outcomes = [o for o in outcomes if o.collector in local]
+        self._failures.record(outcomes)
         status = status_families(
             up=answer is None or answer.ok,
             leader=leading,
@@ -185,7 +193,7 @@ class Sidecar:
             fallback=self.backend.fallback_reason is not None,
             versions=VERSIONS,
         )
-        return [*status, *outcome_families(outcomes)]
+        return [*status, *outcome_families(outcomes), self._failures.family()]
 
     async def _collect(self, collectors: Sequence[Collector]) -> list[Outcome]:
         return await gather_outcomes(collectors, self.context(), self.settings.collector_timeout)

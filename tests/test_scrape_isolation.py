@@ -2,19 +2,33 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Iterator
+from typing import Any, ClassVar
 
 import aiohttp
 import psycopg
 import pytest
 from prometheus_client import CollectorRegistry
+from prometheus_client.metrics_core import Metric
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from exporter import Sidecar
 from exporter.checkpointer.factory import prepare_schema
+from exporter.collectors.base import ScrapeContext
+from exporter.scrape import (
+    CONNECTION,
+    DEADLINE,
+    ERROR,
+    FAILURES,
+    LOCK_TIMEOUT,
+    REASONS,
+    STATEMENT_TIMEOUT,
+)
 from exporter.settings import Settings
-from tests.samples import parse_metrics, value
+from tests.samples import Samples, parse_metrics, value
+from tests.test_factory import closed_port
 
 COLLECTORS = ("activity", "migrations", "pool", "statements", "tables")
 
@@ -86,10 +100,97 @@ async def test_a_query_past_its_timeout_fails_only_its_collector(
     Both collectors that open checkpoint_migrations wait for the lock: migrations reads
     it, and tables asks for its size, which takes a share lock on the relation.
     """
-    settings = settings.replace(postgres_connection_string=monitor_dsn, collector_timeout=1.0)
+    settings = settings.replace(postgres_connection_string=monitor_dsn, collector_timeout=4.0)
     samples = await scrape_all(settings)
     assert_only_failed(samples, {"migrations", "tables"})
-    for name in ("migrations", "tables"):
-        took = value(samples, "langgraph_checkpointer_scrape_collector_duration_seconds",
-                     collector=name)  # fmt: skip
-        assert took <= 1.5
+    for name in COLLECTORS:
+        # lock_timeout (half the deadline) fires first, and the counter says so.
+        expected = dict.fromkeys(REASONS, 0.0)
+        if name in {"migrations", "tables"}:
+            expected[LOCK_TIMEOUT] = 1.0
+        assert failures(samples, name) == expected, name
+
+
+def failures(samples: Samples, collector: str) -> dict[str, float]:
+    return {
+        reason: value(samples, FAILURES + "_total", collector=collector, reason=reason)
+        for reason in REASONS
+    }
+
+
+class SleepingCollector:
+    """Runs one statement that outlasts every limit: only a limit can end it."""
+
+    name: ClassVar[str] = "sleeping"
+    database_wide: ClassVar[bool] = False
+
+    async def collect(self, ctx: ScrapeContext) -> list[Metric]:
+        assert ctx.database is not None
+        async with ctx.database.connection() as conn:
+            await conn.execute("SELECT pg_sleep(3600)")
+        return []
+
+
+class WaitingCollector:
+    """Waits on an event nobody sets, as a database that never answers would keep it."""
+
+    name: ClassVar[str] = "waiting"
+    database_wide: ClassVar[bool] = False
+
+    async def collect(self, ctx: ScrapeContext) -> list[Metric]:
+        await asyncio.Event().wait()
+        return []
+
+
+class UnreachableCollector:
+    """Connects to a port where no server listens."""
+
+    name: ClassVar[str] = "unreachable"
+    database_wide: ClassVar[bool] = False
+
+    async def collect(self, ctx: ScrapeContext) -> list[Metric]:
+        await psycopg.AsyncConnection.connect(f"postgresql://x@127.0.0.1:{closed_port()}/x")
+        return []
+
+
+class BrokenCollector:
+    """A bug in a collector."""
+
+    name: ClassVar[str] = "broken"
+    database_wide: ClassVar[bool] = False
+
+    async def collect(self, ctx: ScrapeContext) -> list[Metric]:
+        raise ValueError("a bug")
+
+
+async def test_the_failures_counter_says_which_limit_fired(settings: Settings) -> None:
+    """Each way of failing has its own reason, counted per scrape from zero.
+
+    The server's statement_timeout (80 % of the deadline) ends the sleeping statement
+    before the collector's deadline does; a wait on no database at all meets the deadline.
+    """
+    settings = settings.replace(collector_timeout=2.0)
+    collectors: Any = (
+        SleepingCollector(),
+        WaitingCollector(),
+        UnreachableCollector(),
+        BrokenCollector(),
+    )
+    expected = {
+        "sleeping": STATEMENT_TIMEOUT,
+        "waiting": DEADLINE,
+        "unreachable": CONNECTION,
+        "broken": ERROR,
+    }
+    async with (
+        Sidecar(settings, registry=CollectorRegistry(), collectors=collectors) as sidecar,
+        aiohttp.ClientSession() as http,
+    ):
+        for scrapes in (1, 2):
+            async with http.get(sidecar.url + "/metrics") as response:
+                assert response.status == 200
+                samples = parse_metrics(await response.text())
+            for name, reason in expected.items():
+                counts = dict.fromkeys(REASONS, 0.0)
+                counts[reason] = float(scrapes)
+                assert failures(samples, name) == counts, name

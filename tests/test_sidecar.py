@@ -302,15 +302,20 @@ async def test_concurrent_scrapes_each_get_a_whole_exposition(
                 return await response.text()
 
         texts = await asyncio.gather(*(scrape() for _ in range(20)))
+    series_of_first = sorted(series_lines(texts[0]))
     for text in texts:
-        samples = parse_metrics(text)
-        assert value(samples, "langgraph_checkpointer_up") == 1
-        assert (
-            list(samples).count(
-                ("langgraph_checkpointer_scrape_collector_success", (("collector", "pool"),))
-            )
-            == 1
-        )
+        series = series_lines(text)
+        # Every series exactly once: a scrape mixed into another would repeat some.
+        assert len(series) == len(set(series))
+        assert sorted(series) == series_of_first
+        pool_success = 'langgraph_checkpointer_scrape_collector_success{collector="pool"}'
+        assert series.count(pool_success) == 1
+        assert value(parse_metrics(text), "langgraph_checkpointer_up") == 1
+
+
+def series_lines(text: str) -> list[str]:
+    """The series (name and labels, no value) of every sample line of an exposition."""
+    return [line.rsplit(" ", 1)[0] for line in text.splitlines() if not line.startswith("#")]
 
 
 async def test_a_taken_port_fails_start_and_releases_the_pool(settings: Settings) -> None:
