@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from typing import ClassVar
 
@@ -22,7 +20,10 @@ from exporter import Sidecar
 from exporter.collectors.base import ScrapeContext
 from exporter.collectors.pool import PoolCollector
 from exporter.settings import Settings
+from exporter.sql import LEADER_LOCK_KEY
+from tests.logstream import LogStream, started_url
 from tests.samples import Samples, parse_metrics, value
+from tests.test_canary import eventually
 from tests.test_factory import closed_port
 from tests.test_serve import wait_until_serving
 
@@ -60,13 +61,25 @@ def leads(samples: Samples) -> bool:
     return leader
 
 
-def lock_holders(dsn: str) -> int:
+# The backends holding this test's leader lock: its key pair (objsubid 2) in its own
+# database. pg_locks spans the cluster, and other advisory locks (the canary's, schema
+# setup's) or other tests' sidecars must neither count nor be terminated.
+LEADER_LOCK_HOLDERS = """
+SELECT pid FROM pg_locks
+WHERE locktype = 'advisory' AND granted AND objsubid = 2
+  AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+  AND classid = %s::oid AND objid = hashtext(%s)::oid
+"""
+
+
+def leader_pids(dsn: str, schema: str) -> list[int]:
     with psycopg.connect(dsn) as conn:
-        row = conn.execute(
-            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted"
-        ).fetchone()
-    assert row is not None
-    return int(row[0])
+        rows = conn.execute(LEADER_LOCK_HOLDERS, (LEADER_LOCK_KEY, schema)).fetchall()
+    return [int(row[0]) for row in rows]
+
+
+def lock_holders(dsn: str, schema: str) -> int:
+    return len(leader_pids(dsn, schema))
 
 
 async def test_exactly_one_of_two_sidecars_leads(settings: Settings, dsn: str) -> None:
@@ -78,9 +91,9 @@ async def test_exactly_one_of_two_sidecars_leads(settings: Settings, dsn: str) -
         try:
             verdicts = [leads(await scrape(http, car)) for car in (first, second, first, second)]
             assert verdicts == [True, False, True, False]
-            assert lock_holders(dsn) == 1
+            assert lock_holders(dsn, settings.postgres_schema) == 1
             await first.stop()
-            assert lock_holders(dsn) == 0
+            assert lock_holders(dsn, settings.postgres_schema) == 0
             assert leads(await scrape(http, second))
         finally:
             await first.stop()
@@ -104,25 +117,28 @@ async def test_no_database_means_no_leadership(settings: Settings) -> None:
 
 
 @pytest.fixture
-def serve_process(dsn: str) -> Iterator[tuple[subprocess.Popen[str], str]]:
-    """A standalone sidecar process on the test's database."""
-    port = closed_port()
+def serve_process(dsn: str) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """A standalone sidecar process on the test's database, on the port it chose."""
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("CHECKPOINT_EXPORTER_", "POSTGRES_", "USE_POSTGRES"))}  # fmt: skip
     env["POSTGRES_CONNECTION_STRING"] = dsn
     process = subprocess.Popen(
-        [sys.executable, "-m", "exporter", "serve", "--web.listen-address", f"127.0.0.1:{port}"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True,
+        [sys.executable, "-m", "exporter", "serve", "--web.listen-address", "127.0.0.1:0",
+         "--log.format=json"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )  # fmt: skip
+    assert process.stderr is not None
+    log = LogStream(process.stderr)
     try:
-        yield process, f"http://127.0.0.1:{port}"
+        yield process, started_url(log)
     finally:
         process.kill()
         process.wait(timeout=30)
+        log.output()
 
 
 async def test_a_killed_leader_is_replaced_at_the_next_scrape(
-    settings: Settings, dsn: str, serve_process: tuple[subprocess.Popen[str], str]
+    settings: Settings, dsn: str, serve_process: tuple[subprocess.Popen[bytes], str]
 ) -> None:
     """SIGKILL the leading process: PostgreSQL frees its lock and the survivor leads next."""
     process, url = serve_process
@@ -133,10 +149,8 @@ async def test_a_killed_leader_is_replaced_at_the_next_scrape(
         assert not leads(await scrape(http, survivor))
         process.send_signal(signal.SIGKILL)
         process.wait(timeout=30)
-        deadline = time.monotonic() + 10
         # Polling the catalog: nothing signals when the server ends the dead session.
-        while lock_holders(dsn) and time.monotonic() < deadline:  # noqa: ASYNC110
-            await asyncio.sleep(0.05)
+        await eventually(lambda: not lock_holders(dsn, settings.postgres_schema), seconds=60)
         assert leads(await scrape(http, survivor))
 
 
@@ -150,16 +164,14 @@ async def test_a_leader_whose_session_dies_drops_that_scrapes_wide_results(
     """
     async with aiohttp.ClientSession() as http, sidecar(settings) as first:
         assert leads(await scrape(http, first))
+        schema = settings.postgres_schema
+        holders = leader_pids(dsn, schema)
+        assert len(holders) == 1  # the first sidecar's leader session, and nothing else
         with psycopg.connect(dsn, autocommit=True) as conn:
-            conn.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_locks"
-                " WHERE locktype = 'advisory' AND granted"
-            )
-        for _ in range(1000):  # the backend exits a moment after it is told to
-            if not lock_holders(dsn):
-                break
-            await asyncio.sleep(0.01)
-        assert lock_holders(dsn) == 0
+            terminated = conn.execute("SELECT pg_terminate_backend(%s)", (holders[0],)).fetchone()
+        assert terminated == (True,)
+        # The backend exits a moment after it is told to.
+        await eventually(lambda: not lock_holders(dsn, schema), seconds=60)
         async with sidecar(settings) as second:
             assert leads(await scrape(http, second))
             samples = await scrape(http, first)
