@@ -18,7 +18,9 @@ Rules, in order; the first that applies decides:
 8. ``healthy`` (HTTP 200): otherwise.
 
 The canary counts only on the sidecar that ran its last probe (the leader);
-elsewhere its figures are reported but judge nothing. A recovery check that
+elsewhere its figures are reported but judge nothing. A canary that does not
+probe because the schema is below what its saver needs (written by another
+saver) is reported as ``unsupported`` and judges nothing either. A recovery check that
 could not reach the database judges nothing either: rule 2 covers an outage.
 """
 
@@ -37,6 +39,8 @@ from exporter.workflows.canary import SUCCESS, CanaryStatus
 from exporter.workflows.recovery import RecoveryReport
 
 HEALTHY, DEGRADED, UNHEALTHY = "healthy", "degraded", "unhealthy"
+# The canary's status while the schema is below what its saver needs: not a failure.
+UNSUPPORTED: Final = "unsupported"
 # Consecutive failed canary probes that make the checkpointer unhealthy rather than degraded.
 CANARY_UNHEALTHY_AFTER: Final = 3
 
@@ -75,7 +79,9 @@ def _pool_exhausted(stats: Mapping[str, int]) -> bool:
 
 def _canary_failures(canary: CanaryStatus | None) -> int:
     """Failed probes in a row that count here: none unless this sidecar runs the canary."""
-    if canary is None or not canary.active or canary.last_result in (None, SUCCESS):
+    if canary is None or not canary.active or canary.unsupported is not None:
+        return 0
+    if canary.last_result in (None, SUCCESS):
         return 0
     return canary.consecutive_failures
 
@@ -109,12 +115,16 @@ def _seconds(value: float | None) -> float | None:
 
 
 def canary_section(canary: CanaryStatus | None) -> dict[str, Any] | None:
-    """The canary's part of the document (None: the canary is off)."""
+    """The canary's part of the document (None: the canary is off).
+
+    ``status`` is ``unsupported`` while the schema cannot take the canary's saver,
+    and ``unsupportedReason`` (present only then) says which migration level and columns.
+    """
     if canary is None:
         return None
-    return {
+    section: dict[str, Any] = {
         "active": canary.active,
-        "status": canary.last_result,
+        "status": UNSUPPORTED if canary.unsupported is not None else canary.last_result,
         "consecutiveFailures": canary.consecutive_failures,
         "lastSaveSeconds": _seconds(canary.last_save_seconds),
         "lastLoadSeconds": _seconds(canary.last_load_seconds),
@@ -122,6 +132,9 @@ def canary_section(canary: CanaryStatus | None) -> dict[str, Any] | None:
         "error": canary.last_error,
         "restartReadback": canary.readback,
     }
+    if canary.unsupported is not None:
+        section["unsupportedReason"] = canary.unsupported
+    return section
 
 
 def recovery_section(report: RecoveryReport | None) -> dict[str, Any] | None:

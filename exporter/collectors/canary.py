@@ -18,10 +18,14 @@ Produces (the two histograms with the save and load targets' buckets)::
     langgraph_checkpointer_canary_restart_readback{result="success"} 1
     langgraph_checkpointer_canary_restart_readback{result="missing"} 0
     langgraph_checkpointer_canary_restart_readback{result="failed"} 0
+    langgraph_checkpointer_canary_supported 1
 
 A probe saves and loads only on the sidecar that leads; ``last_probe_timestamp_seconds``
 is 0 before the first probe, and ``restart_readback`` is all zeros until the canary
-stored before start could be read. Nothing is produced when the canary is off.
+stored before start could be read. ``supported`` is 0 while the schema lacks columns
+the canary's saver needs (another saver wrote it at a lower migration level): then
+nothing is probed or counted, and the schema is read again every interval. Nothing is
+produced when the canary is off.
 """
 
 from __future__ import annotations
@@ -86,6 +90,12 @@ def canary_families(status: CanaryStatus) -> list[Metric]:
             value=status.consecutive_failures,
         ),
         readback,
+        GaugeMetricFamily(
+            PREFIX + "supported",
+            "0 while the schema lacks columns the canary's saver needs (written at a lower "
+            "migration level by another saver): the canary does not probe, and counts nothing.",
+            value=0.0 if status.unsupported is not None else 1.0,
+        ),
     ]
 
 

@@ -43,6 +43,7 @@ from exporter.database import exporter_connect_kwargs
 from exporter.log import get_logger
 from exporter.redact import describe_error
 from exporter.settings import Settings
+from exporter.workflows.saver_schema import SaverSchema, read_saver_schema
 from exporter.workflows.schema import CANARY_THREAD_ID
 
 log = get_logger("canary")
@@ -61,7 +62,6 @@ _TEXT_ALPHABET: Final = string.ascii_letters + string.digits + " -_.:/äöüé�
 # Errors that mean "the database could not be asked", as opposed to "it answered wrongly".
 UNREACHABLE: Final = (psycopg.OperationalError, OSError, TimeoutError)
 
-CHECKPOINTS_TABLE_EXISTS = "SELECT to_regclass('checkpoints') IS NOT NULL AS exists"
 # Held for one probe, per schema, beside sql.SETUP_LOCK_KEY and sql.LEADER_LOCK_KEY.
 CANARY_LOCK_KEY: Final = 0x6C67_6361  # "lgca"
 LOCK_CANARY = "SELECT pg_advisory_lock(%s, hashtext(%s))"
@@ -199,6 +199,8 @@ class CanaryStatus:
 
     ``active`` is whether this sidecar ran the probe at its last turn (it led);
     ``readback`` stays None until the canary stored before start could be read.
+    ``unsupported`` says why the schema cannot take the canary's saver (None: it
+    can, or has no tables yet): then nothing is probed and nothing counts as failed.
     """
 
     probes: Mapping[str, int]
@@ -212,6 +214,7 @@ class CanaryStatus:
     consecutive_failures: int
     readback: str | None
     active: bool
+    unsupported: str | None = None
 
 
 def _config(checkpoint_id: str | None = None) -> RunnableConfig:
@@ -248,6 +251,7 @@ class Canary:
         self._readback_error_logged = False
         self._active = False
         self._waiting_logged = False
+        self._unsupported: str | None = None
         self._wrote = False
 
     def status(self) -> CanaryStatus:
@@ -263,6 +267,7 @@ class Canary:
             consecutive_failures=self._failures,
             readback=self._readback,
             active=self._active,
+            unsupported=self._unsupported,
         )
 
     async def run(self, leading: Callable[[], bool]) -> None:
@@ -284,14 +289,18 @@ class Canary:
         """Verify the canary stored before this process started, once it can be read.
 
         Returns (and keeps) ``success``, ``missing`` (none was ever written) or
-        ``failed``; None while the database cannot be reached (retried next turn).
+        ``failed``; None while the database cannot be reached or the schema does not
+        support the canary's saver (retried next turn).
         """
         try:
             async with self._lock, asyncio.timeout(self._settings.canary_timeout):
                 saver = await self._connect()
-                # Checked first, so that a schema never set up logs no error in the server.
-                exists = await self._tables_exist()
-                stored = await saver.aget_tuple(_config()) if exists else None
+                # Checked first, so that a schema never set up, or set up by another
+                # saver at a lower level, logs no error in the server.
+                schema = await self._read_schema()
+                if schema.tables and not schema.supported:
+                    return None
+                stored = await saver.aget_tuple(_config()) if schema.tables else None
                 if stored is not None:
                     _verify_stored(stored)
             result = READBACK_MISSING if stored is None else READBACK_SUCCESS
@@ -435,29 +444,45 @@ class Canary:
             raise RuntimeError("the canary is not connected")
         return self._conn
 
-    async def _tables_exist(self) -> bool:
-        cursor = await self._connection().execute(CHECKPOINTS_TABLE_EXISTS)
-        row = await cursor.fetchone()
-        return bool(row and row["exists"])
+    async def _read_schema(self) -> SaverSchema:
+        """The tables and columns of the schema, noting whether the canary's saver can run."""
+        schema = await read_saver_schema(self._connection(), self._settings.postgres_schema)
+        reason = schema.reason() if schema.tables else None
+        if reason != self._unsupported:
+            if reason is not None:
+                log.info(
+                    "canary_unsupported",
+                    schema=self._settings.postgres_schema,
+                    migration=schema.migration,
+                    reason=reason,
+                )
+            else:
+                log.info("canary_supported", schema=self._settings.postgres_schema)
+        self._unsupported = reason
+        return schema
 
     async def _tables_ready(self) -> bool:
-        """False while the database answers but has no checkpoint tables yet.
+        """False while the database answers but the schema cannot take a probe.
 
-        The application creates them (``setup()``); until it has, there is nothing to
-        probe, and a probe would only fail and make health unhealthy on a fresh
-        database. An unreachable database is for the probe to find and count.
+        Either it has no checkpoint tables yet (the application creates them with
+        ``setup()``), or another saver wrote them at a level below what the canary's
+        saver needs (it never migrates them itself). Until that changes there is
+        nothing to probe, and a probe would only fail and make health unhealthy; the
+        schema is read again every turn. An unreachable database is for the probe to
+        find and count.
         """
         try:
             async with self._lock, asyncio.timeout(self._settings.canary_timeout):
                 await self._connect()
-                exists = await self._tables_exist()
+                schema = await self._read_schema()
         except UNREACHABLE:
             await self._drop()
             return True
+        exists = schema.tables
         if not exists and not self._waiting_logged:
             log.info("canary_waiting_for_tables", schema=self._settings.postgres_schema)
         self._waiting_logged = not exists
-        return exists
+        return schema.supported
 
     async def _drop(self) -> None:
         conn, self._conn, self._saver = self._conn, None, None

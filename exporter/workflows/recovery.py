@@ -7,6 +7,13 @@ resumes. A thread whose checkpoint is gone or does not decode counts as
 failed; thread ids and error classes go to the report and the logs, never
 to metric labels. Without a ``workflow_metadata`` table there is nothing to
 select, and the report says so.
+
+The tables may have been written by another saver at a lower migration level
+(an older ``langgraph-checkpoint-postgres``, or the JavaScript saver, whose
+``checkpoint_writes`` lack ``task_path``). Then checkpoints are loaded by the
+installed saver with its two reading statements leaving that column out, so
+the check still judges them; a schema lacking more than that is reported as
+unsupported, with nothing checked and nothing failed.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ from exporter.log import get_logger
 from exporter.redact import describe_error
 from exporter.settings import Settings
 from exporter.workflows.canary import saver_connect_kwargs
+from exporter.workflows.saver_schema import SaverSchema, read_saver_schema
 from exporter.workflows.schema import CANARY_THREAD_ID, RUNNING, TABLE
 
 log = get_logger("recovery")
@@ -50,6 +58,40 @@ UNREACHABLE: Final = (psycopg.Error, OSError, TimeoutError)
 NO_CHECKPOINT: Final = "CheckpointMissing"
 
 
+# The installed saver's reading statements name task_path only in these two places.
+_TASK_PATH_READS: Final = (
+    ("convert_to(cw.task_path, 'UTF8')", "convert_to('', 'UTF8')"),
+    ("order by task_path, task_id, idx", "order by task_id, idx"),
+)
+
+
+def without_task_path(query: str) -> str | None:
+    """``query`` reading no ``task_path`` (every write then has the root path, ``''``).
+
+    None when the statement names the column elsewhere: a saver release this
+    module does not know, for which the check reports the schema unsupported.
+    """
+    for old, new in _TASK_PATH_READS:
+        query = query.replace(old, new)
+    return None if "task_path" in query else query
+
+
+class LowerLevelSaver(AsyncPostgresSaver):
+    """The installed saver reading checkpoints from tables without ``task_path``.
+
+    Only ``aget_tuple`` is used: its statements are the installed ones minus that
+    column, and it decodes as the installed saver does. It never writes.
+    """
+
+    SELECT_SQL = without_task_path(AsyncPostgresSaver.SELECT_SQL) or ""
+    SELECT_PENDING_SENDS_SQL = without_task_path(AsyncPostgresSaver.SELECT_PENDING_SENDS_SQL) or ""
+
+
+LOWER_LEVEL_READS: Final = bool(
+    LowerLevelSaver.SELECT_SQL and LowerLevelSaver.SELECT_PENDING_SENDS_SQL
+)
+
+
 def running_workflows_query(schema: str) -> sql.Composed:
     """:data:`RUNNING_WORKFLOWS` for ``schema``, quoted as an identifier."""
     return sql.SQL(RUNNING_WORKFLOWS).format(table=sql.Identifier(schema, TABLE))
@@ -68,7 +110,10 @@ class RecoveryReport:
     """One run's outcome.
 
     ``error`` is set (and nothing was checked) when the database could not be
-    asked; ``table_exists`` is False when there was no ``workflow_metadata`` to read.
+    asked; ``table_exists`` is False when there was no ``workflow_metadata`` to read;
+    ``unsupported`` says why checkpoint tables written by another saver could not be
+    read (nothing was checked); ``lower_level`` is True when they were read without
+    the columns of later migrations.
     """
 
     checked: int
@@ -78,6 +123,8 @@ class RecoveryReport:
     duration_seconds: float
     table_exists: bool = True
     error: str | None = None
+    unsupported: str | None = None
+    lower_level: bool = False
 
     @property
     def failed(self) -> int:
@@ -97,6 +144,8 @@ class RecoveryReport:
             "failures": [{"threadId": f.thread_id, "error": f.error} for f in self.failures],
             "tableExists": self.table_exists,
             "error": self.error,
+            "unsupported": self.unsupported,
+            "lowerLevel": self.lower_level,
             "completedAt": self.completed_at,
             "durationSeconds": round(self.duration_seconds, 6),
         }
@@ -106,6 +155,8 @@ class RecoveryReport:
 class _Tally:
     checked: int = 0
     failures: list[RecoveryFailure] = field(default_factory=list)
+    unsupported: str | None = None
+    lower_level: bool = False
 
 
 class RecoveryCheck:
@@ -155,6 +206,8 @@ class RecoveryCheck:
                 completed_at=time(),
                 duration_seconds=perf_counter() - started,
                 table_exists=table_exists,
+                unsupported=tally.unsupported,
+                lower_level=tally.lower_level,
             )
             _log_report(report, self._settings.postgres_schema)
             self.last = report
@@ -173,13 +226,34 @@ class RecoveryCheck:
                 (RUNNING, CANARY_THREAD_ID, self._settings.recovery_limit),
             )
             threads = [str(r["thread_id"]) for r in await cursor.fetchall()]
-            await self._load_all(conn, threads, tally)
+            saver = self._reader(conn, await read_saver_schema(conn, schema), tally)
+            if saver is not None:
+                await self._load_all(saver, conn, threads, tally)
         return True
 
+    def _reader(
+        self, conn: AsyncConnection[DictRow], schema: SaverSchema, tally: _Tally
+    ) -> AsyncPostgresSaver | None:
+        """The saver that reads this schema's checkpoints; None if none can.
+
+        Missing tables are left to the installed saver, whose failure to load a
+        running workflow's checkpoint is then the finding.
+        """
+        if not schema.tables or schema.supported:
+            return AsyncPostgresSaver(conn=conn, serde=self._serde)
+        if schema.readable and LOWER_LEVEL_READS:
+            tally.lower_level = True
+            return LowerLevelSaver(conn=conn, serde=self._serde)
+        tally.unsupported = schema.reason()
+        return None
+
     async def _load_all(
-        self, conn: AsyncConnection[DictRow], threads: Sequence[str], tally: _Tally
+        self,
+        saver: AsyncPostgresSaver,
+        conn: AsyncConnection[DictRow],
+        threads: Sequence[str],
+        tally: _Tally,
     ) -> None:
-        saver = AsyncPostgresSaver(conn=conn, serde=self._serde)
         for thread_id in threads:
             tally.checked += 1
             try:
@@ -199,6 +273,9 @@ def _log_report(report: RecoveryReport, schema: str) -> None:
     if not report.table_exists:
         log.info("recovery_check_skipped", reason=f"no {TABLE} table", schema=schema)
         return
+    if report.unsupported is not None:
+        log.info("recovery_check_skipped", reason=report.unsupported, schema=schema)
+        return
     for failure in report.failures:
         log.warning("recovery_check_failed", thread_id=failure.thread_id, error=failure.error)
     log.info(
@@ -206,5 +283,6 @@ def _log_report(report: RecoveryReport, schema: str) -> None:
         checked=report.checked,
         recovered=report.recovered,
         failed=report.failed,
+        lower_level=report.lower_level,
         duration_seconds=round(report.duration_seconds, 6),
     )
