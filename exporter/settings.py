@@ -88,6 +88,7 @@ class Settings:
     collectors: tuple[str, ...] = COLLECTORS
     leader_election: bool = True
     tables_interval: float = 60.0
+    migrations_expected: int | None = None
     tracking: bool = True
     tracking_flush_interval: float = 1.0
     stuck_after: float = 900.0
@@ -244,6 +245,22 @@ class DurationIn:
         if not self.low <= value <= self.high:
             raise ValueError(f"must be between {self.low:g}s and {self.high:g}s, got {value:g}s")
         return float(value)
+
+
+@dataclass(frozen=True, slots=True)
+class UnknownOrInteger:
+    """Parses a whole number within bounds, or ``unknown`` (or empty) as None."""
+
+    low: int
+    high: int
+
+    def __call__(self, raw: str) -> int | None:
+        if raw.strip().lower() in {"", "unknown"}:
+            return None
+        return self.validate(IntegerIn(self.low, self.high)(raw))
+
+    def validate(self, value: Any) -> int | None:
+        return None if value is None else IntegerIn(self.low, self.high).validate(value)
 
 
 def integer_in(low: int, high: int) -> IntegerIn:
@@ -526,6 +543,17 @@ SPECS: tuple[Spec, ...] = (
         duration_in(1, 86_400),
         "60s",
         "Least time between two samplings of checkpoint sizes and ages (cached in between).",
+    ),
+    Spec(
+        "migrations_expected",
+        f"{PREFIX}MIGRATIONS_EXPECTED",
+        "--migrations.expected",
+        UnknownOrInteger(0, 10_000),
+        "(unknown)",
+        "Migration level the applications writing the schema expect (`len(MIGRATIONS) - 1` "
+        "of their saver: 9 for langgraph-checkpoint-postgres 3.x, 4 for the JavaScript "
+        "saver); `migrations_behind` is 1 only below it. Unset: the in-process "
+        "application's saver says, and a standalone sidecar raises no alarm.",
     ),
     Spec(
         "tracking",

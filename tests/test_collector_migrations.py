@@ -5,15 +5,19 @@ from __future__ import annotations
 import aiohttp
 import psycopg
 import pytest
+from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
 from prometheus_client import CollectorRegistry
 
 from exporter import Sidecar
 from exporter.checkpointer.factory import prepare_schema
+from exporter.checkpointer.instrumented import instrument
 from exporter.collectors.base import ScrapeContext
 from exporter.collectors.migrations import (
     LIBRARY_VERSION,
     TABLES,
     MigrationsCollector,
+    expected_version,
     migrations_families,
 )
 from exporter.database import exporter_pool
@@ -24,6 +28,7 @@ DATABASE_VERSION = "langgraph_checkpointer_migrations_database_version"
 LIBRARY = "langgraph_checkpointer_migrations_library_version"
 BEHIND = "langgraph_checkpointer_migrations_behind"
 AHEAD = "langgraph_checkpointer_migrations_ahead"
+EXPECTED = "langgraph_checkpointer_migrations_expected_version"
 TABLE_EXISTS = "langgraph_checkpointer_migrations_table_exists"
 
 
@@ -50,18 +55,47 @@ async def migrated(settings: Settings, dsn: str) -> Settings:
     return settings
 
 
-def test_families_compare_the_versions() -> None:
-    """Behind and ahead follow the two versions; no recorded version is -1 and behind."""
+def test_families_compare_the_schema_with_the_expected_version() -> None:
+    """Behind and ahead follow the schema against the writer's expected version; no recorded
+    version is -1 and behind it."""
     cases = {None: (-1, 1, 0), 3: (3, 1, 0), 9: (9, 0, 0), 10: (10, 0, 1)}
     for recorded, (version, behind, ahead) in cases.items():
-        samples = samples_of(migrations_families({"checkpoints": True}, recorded, 9))
+        samples = samples_of(migrations_families({"checkpoints": True}, recorded, 9, 9))
         assert value(samples, DATABASE_VERSION) == version
         assert value(samples, LIBRARY) == 9
+        assert value(samples, EXPECTED) == 9
         assert value(samples, BEHIND) == behind
         assert value(samples, AHEAD) == ahead
         assert tables_existing(samples) == {
             table: float(table == "checkpoints") for table in TABLES
         }
+
+
+def test_an_unknown_expectation_is_never_behind_nor_ahead() -> None:
+    """Standalone with no expected version: neither behind nor ahead of the sidecar's own
+    library, whatever the schema's level, and no expected_version series."""
+    for recorded in (None, 4, 8, 9, 10):
+        samples = samples_of(migrations_families({"checkpoints": True}, recorded, 9))
+        assert (value(samples, BEHIND), value(samples, AHEAD)) == (0, 0)
+        assert value(samples, LIBRARY) == 9
+        assert not any(name == EXPECTED for name, _ in samples)
+
+
+async def test_the_expected_version_comes_from_the_setting_else_the_in_process_saver() -> None:
+    """The setting wins; else a PostgreSQL saver's own MIGRATIONS; else (memory) unknown."""
+
+    class OlderSaver(AsyncPostgresSaver):
+        MIGRATIONS = AsyncPostgresSaver.MIGRATIONS[:5]
+
+    registry = CollectorRegistry()
+    postgres = instrument(AsyncPostgresSaver(conn=None), registry)  # type: ignore[arg-type]  # never connects
+    older = instrument(OlderSaver(conn=None), registry)  # type: ignore[arg-type]  # never connects
+    memory = instrument(InMemorySaver(), registry)
+    assert expected_version(None, None) is None
+    assert expected_version(None, postgres) == LIBRARY_VERSION
+    assert expected_version(None, older) == 4
+    assert expected_version(None, memory) is None
+    assert expected_version(7, postgres) == 7
 
 
 async def test_no_context_database_yields_nothing(settings: Settings) -> None:
@@ -70,13 +104,17 @@ async def test_no_context_database_yields_nothing(settings: Settings) -> None:
 
 
 async def test_a_fresh_database_has_no_tables_and_is_behind(settings: Settings) -> None:
-    """Before setup(): every table is reported missing, version -1, behind, without failing."""
-    samples = await collect(settings)
+    """Before setup(): every table is reported missing, version -1, behind an expected
+    version, without failing; with none known, not behind."""
+    expecting = settings.replace(migrations_expected=LIBRARY_VERSION)
+    samples = await collect(expecting)
     assert tables_existing(samples) == dict.fromkeys(TABLES, 0.0)
     assert value(samples, DATABASE_VERSION) == -1
     assert value(samples, LIBRARY) == LIBRARY_VERSION
+    assert value(samples, EXPECTED) == LIBRARY_VERSION
     assert value(samples, BEHIND) == 1
     assert value(samples, AHEAD) == 0
+    assert value(await collect(settings), BEHIND) == 0
 
 
 async def test_a_migrated_schema_matches_the_library(migrated: Settings) -> None:
@@ -96,7 +134,7 @@ async def test_a_missing_last_migration_is_behind(migrated: Settings, dsn: str) 
             f"DELETE FROM {migrated.postgres_schema}.checkpoint_migrations "
             f"WHERE v = (SELECT max(v) FROM {migrated.postgres_schema}.checkpoint_migrations)"
         )
-    samples = await collect(migrated)
+    samples = await collect(migrated.replace(migrations_expected=LIBRARY_VERSION))
     assert value(samples, DATABASE_VERSION) == LIBRARY_VERSION - 1
     assert value(samples, BEHIND) == 1
     assert value(samples, AHEAD) == 0
@@ -109,7 +147,7 @@ async def test_a_newer_migration_is_ahead(migrated: Settings, dsn: str) -> None:
             f"INSERT INTO {migrated.postgres_schema}.checkpoint_migrations (v) VALUES (%s)",
             (LIBRARY_VERSION + 1,),
         )
-    samples = await collect(migrated)
+    samples = await collect(migrated.replace(migrations_expected=LIBRARY_VERSION))
     assert value(samples, DATABASE_VERSION) == LIBRARY_VERSION + 1
     assert value(samples, BEHIND) == 0
     assert value(samples, AHEAD) == 1
@@ -141,7 +179,8 @@ async def test_a_schema_name_needing_quotes_is_quoted(settings: Settings, dsn: s
     # on the first scrape and on the later ones, which read the version in the same statement.
     collector = MigrationsCollector()
     for _ in range(2):
-        samples = await collect(settings.replace(postgres_schema=schema), collector)
+        odd = settings.replace(postgres_schema=schema, migrations_expected=LIBRARY_VERSION)
+        samples = await collect(odd, collector)
         assert value(samples, TABLE_EXISTS, table="checkpoint_migrations") == 1
         assert value(samples, TABLE_EXISTS, table="checkpoints") == 0
         assert value(samples, DATABASE_VERSION) == 2
@@ -154,6 +193,7 @@ async def test_one_collector_follows_the_schema_across_scrapes(
     """Missing, migrated, behind, dropped and migrated again, seen by one collector in turn."""
     collector = MigrationsCollector()
     schema = settings.postgres_schema
+    settings = settings.replace(migrations_expected=LIBRARY_VERSION)
 
     async def versions() -> tuple[float, float, float]:
         samples = await collect(settings, collector)

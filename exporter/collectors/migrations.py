@@ -1,9 +1,10 @@
-"""Schema version of the checkpoint tables against the one the installed LangGraph expects.
+"""Schema version of the checkpoint tables against the one their writers expect.
 
 Produces::
 
     langgraph_checkpointer_migrations_database_version 9
     langgraph_checkpointer_migrations_library_version 9
+    langgraph_checkpointer_migrations_expected_version 9
     langgraph_checkpointer_migrations_behind 0
     langgraph_checkpointer_migrations_ahead 0
     langgraph_checkpointer_migrations_table_exists{table="checkpoints"} 1
@@ -12,10 +13,16 @@ Produces::
     langgraph_checkpointer_migrations_table_exists{table="checkpoint_migrations"} 1
 
 LangGraph records each migration it ran as a row ``v`` in
-``checkpoint_migrations``; the highest is the schema's version, and the
-library expects ``len(MIGRATIONS) - 1``. ``database_version`` is -1 while
-no migration is recorded (``setup()`` never ran), which counts as behind.
-``ahead`` means a newer LangGraph migrated the schema than the one installed here.
+``checkpoint_migrations``; the highest is ``database_version`` (-1 while none
+is recorded: ``setup()`` never ran). A saver expects ``len(MIGRATIONS) - 1``.
+``library_version`` is that of the sidecar's own langgraph-checkpoint-postgres,
+which is not the schema's writer: a standalone sidecar shares the database
+with applications on other releases, or the JavaScript saver (level 4).
+``expected_version`` is the writer's: the application saver's in-process, else
+``CHECKPOINT_EXPORTER_MIGRATIONS_EXPECTED`` (the setting wins when both are
+known); it is absent while unknown. ``behind`` and ``ahead`` compare the
+schema with it, and are 0 while it is unknown: a schema below the sidecar's
+own library is no fault of the application writing it.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from psycopg import AsyncConnection, errors, sql
 
+from exporter.checkpointer.instrumented import InstrumentedSaver
 from exporter.collectors.base import Memo, ScrapeContext
 from exporter.sql import bound
 
@@ -86,10 +94,28 @@ def schema_version_query(schema: str) -> bytes:
     )
 
 
+def expected_version(settings_expected: int | None, saver: InstrumentedSaver | None) -> int | None:
+    """The level the schema's writer expects: the setting, else the in-process saver's library.
+
+    In-process the application's own saver writes the schema, so its class's
+    ``MIGRATIONS`` say what it needs; a saver that is not PostgreSQL's says nothing.
+    """
+    if settings_expected is not None:
+        return settings_expected
+    inner = saver.inner if saver is not None else None
+    if isinstance(inner, BasePostgresSaver):
+        return len(type(inner).MIGRATIONS) - 1
+    return None
+
+
 def migrations_families(
-    exists: Mapping[str, bool], database_version: int | None, library_version: int
+    exists: Mapping[str, bool],
+    database_version: int | None,
+    library_version: int,
+    expected: int | None = None,
 ) -> list[Metric]:
-    """Turn table existence and the recorded version (None: none recorded) into families."""
+    """Turn table existence, the recorded version (None: none recorded) and the writer's
+    expected version (None: unknown) into families."""
     version = NO_VERSION if database_version is None else database_version
     families: list[Metric] = [
         GaugeMetricFamily(
@@ -99,18 +125,30 @@ def migrations_families(
         ),
         GaugeMetricFamily(
             PREFIX + "library_version",
-            "Highest migration the installed langgraph-checkpoint-postgres knows.",
+            "Highest migration the sidecar's own langgraph-checkpoint-postgres knows "
+            "(not necessarily the schema's writer's).",
             value=library_version,
         ),
+    ]
+    if expected is not None:
+        families.append(
+            GaugeMetricFamily(
+                PREFIX + "expected_version",
+                "Migration level the schema's writer expects: the in-process application's "
+                "saver, or CHECKPOINT_EXPORTER_MIGRATIONS_EXPECTED; absent while unknown.",
+                value=expected,
+            )
+        )
+    families += [
         GaugeMetricFamily(
             PREFIX + "behind",
-            "1 when the schema lacks migrations the installed library expects.",
-            value=1.0 if version < library_version else 0.0,
+            "1 when the schema lacks migrations its writer expects (0 while that is unknown).",
+            value=1.0 if expected is not None and version < expected else 0.0,
         ),
         GaugeMetricFamily(
             PREFIX + "ahead",
-            "1 when a newer library migrated the schema than the one installed.",
-            value=1.0 if version > library_version else 0.0,
+            "1 when the schema has migrations beyond what its writer expects (0 while unknown).",
+            value=1.0 if expected is not None and version > expected else 0.0,
         ),
     ]
     table_exists = GaugeMetricFamily(
@@ -146,7 +184,8 @@ class MigrationsCollector:
         async with ctx.database.connection() as conn:
             exists, version = await self._read(conn, ctx.settings.postgres_schema)
         self._table_seen = exists["checkpoint_migrations"]
-        return self._families((exists, version))
+        expected = expected_version(ctx.settings.migrations_expected, ctx.saver)
+        return self._families((exists, version, expected))
 
     async def _read(
         self, conn: AsyncConnection[Any], schema: str
@@ -165,9 +204,9 @@ class MigrationsCollector:
         return exists, _int(row["v"] if row else None)
 
 
-def _families(state: tuple[dict[str, bool], int | None]) -> list[Metric]:
-    exists, version = state
-    return migrations_families(exists, version, LIBRARY_VERSION)
+def _families(state: tuple[dict[str, bool], int | None, int | None]) -> list[Metric]:
+    exists, version, expected = state
+    return migrations_families(exists, version, LIBRARY_VERSION, expected)
 
 
 def _exists(rows: Iterable[Mapping[str, Any]]) -> dict[str, bool]:
