@@ -56,6 +56,7 @@ GOOD: dict[str, tuple[str, Any]] = {
     "collectors": ("tables, pool", ("pool", "tables")),
     "leader_election": ("false", False),
     "tables_interval": ("5m", 300.0),
+    "migrations_expected": ("9", 9),
     "tracking": ("false", False),
     "tracking_flush_interval": ("250ms", 0.25),
     "stuck_after": ("1h", 3600.0),
@@ -94,6 +95,7 @@ OTHER: dict[str, tuple[str, Any]] = {
     "collectors": ("activity", ("activity",)),
     "leader_election": ("on", True),
     "tables_interval": ("90", 90.0),
+    "migrations_expected": ("unknown", None),
     "tracking": ("on", True),
     "tracking_flush_interval": ("2s", 2.0),
     "stuck_after": ("30m", 1800.0),
@@ -444,7 +446,9 @@ def test_error_names_variable_and_flag() -> None:
 def test_unset_settings_described_in_parentheses() -> None:
     """Settings whose documented default is a description have no value when unset."""
     described = {spec.field for spec in SPECS if spec.default.startswith("(")}
-    assert described == {"postgres_connection_string", "web_config_file"}
+    assert described == {"postgres_connection_string", "web_config_file", "migrations_expected"}
+    assert Settings().migrations_expected is None
+    assert Settings.load({}, {"migrations_expected": " "}).migrations_expected is None
     assert Settings().postgres_connection_string is None
     assert Settings.load({}, {"web_config_file": "  "}).web_config_file is None
 
