@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable
 from typing import IO, Any
 
 
@@ -45,21 +46,35 @@ class LogStream:
             lines = list(self._lines)
         return [entry for entry in map(_entry, lines) if entry is not None]
 
-    def wait_for(self, event: str, seconds: float) -> dict[str, Any]:
-        """The first entry logging ``event``, once written; fails if the stream ends first,
-        or after ``seconds`` (a cap for a wedged child, not a guess at how long it takes)."""
+    def mark(self) -> int:
+        """Where the output is now: ``wait_for(..., after=mark)`` sees only what follows."""
+        with self._changed:
+            return len(self._lines)
+
+    def wait_for(self, event: str, seconds: float, after: int = 0) -> dict[str, Any]:
+        """The first entry logging ``event`` past line ``after``, once written."""
+        return self.wait_until(
+            lambda entry: entry.get("event") == event, repr(event), seconds, after
+        )
+
+    def wait_until(
+        self, matches: Callable[[dict[str, Any]], bool], what: str, seconds: float, after: int = 0
+    ) -> dict[str, Any]:
+        """The first entry past line ``after`` that ``matches``, once written; fails if the
+        stream ends first, or after ``seconds`` (a cap for a wedged child, not a guess at
+        how long it takes)."""
         deadline = time.monotonic() + seconds
-        seen = 0
+        seen = after
         with self._changed:
             while True:
                 for line in self._lines[seen:]:
                     entry = _entry(line)
-                    if entry is not None and entry.get("event") == event:
+                    if entry is not None and matches(entry):
                         return entry
                 seen = len(self._lines)
-                assert not self._ended, f"the output ended without {event!r}:\n{self.text()}"
+                assert not self._ended, f"the output ended without {what}:\n{self.text()}"
                 remaining = deadline - time.monotonic()
-                assert remaining > 0, f"no {event!r} within {seconds:g} s:\n{self.text()}"
+                assert remaining > 0, f"no {what} within {seconds:g} s:\n{self.text()}"
                 self._changed.wait(remaining)
 
     def text(self) -> str:

@@ -6,6 +6,7 @@ import asyncio
 import base64
 import dataclasses
 import gzip
+import json
 import os
 import secrets
 import signal
@@ -18,7 +19,7 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, quote_plus
+from urllib.parse import quote, quote_plus, urlsplit
 
 import bcrypt
 import psycopg
@@ -40,6 +41,7 @@ from exporter.workflows import schema as workflow_schema
 from exporter.workflows.integrity import full_pass
 from exporter.workflows.tracker import WorkflowTracker
 from tests.graphs import config, review_graph
+from tests.logstream import LogStream, started_url
 from tests.samples import samples_of, value
 from tests.test_factory import closed_port
 
@@ -169,12 +171,10 @@ def test_no_secret_reaches_any_output(
         "POSTGRES_CONNECTION_STRING": url,
         "POSTGRES_PASSWORD": postgres_password.value,
     }
-    port = closed_port()
-    base = f"http://127.0.0.1:{port}"
     serve = run_cli(
         env,
         "serve",
-        f"--web.listen-address=127.0.0.1:{port}",
+        "--web.listen-address=127.0.0.1:0",
         f"--web.config.file={web_config}",
         "--log.level=debug",
         "--log.format=json",
@@ -196,11 +196,16 @@ def test_no_secret_reaches_any_output(
     ]
     processes = [serve, *cli]
     gathered: list[bytes] = []
+    assert serve.stdout is not None
+    serve_log = LogStream(serve.stdout)
     try:
+        base = started_url(serve_log)
+        port = urlsplit(base).port
         wait_for(base + "/api/health/checkpointer", web_password.value, 200, 60)
         flags = (f"--web.config.file={web_config}", f"--web.listen-address=127.0.0.1:{port}")
         cli.append(run_cli(env, "healthcheck", *flags))
         processes.append(cli[-1])
+        cli[-1].wait(timeout=60)  # against the running sidecar, before anything stops it
         openmetrics = {"Accept": "application/openmetrics-text; version=1.0.0"}
         healthy = http(base + "/api/health/checkpointer", web_password.value)
         gathered += [
@@ -223,6 +228,7 @@ def test_no_secret_reaches_any_output(
             sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\nAuthorization: Basic ")
             sock.sendall(credentials + b"\x01\r\nConnection: close\r\n\r\n")
             assert sock.recv(65536).startswith(b"HTTP/1.0 400 ")
+        locked_out = serve_log.mark()
         with psycopg.connect(dsn, autocommit=True) as conn:
             conn.execute(sql.SQL("ALTER ROLE {} NOLOGIN").format(sql.Identifier(name)))
             conn.execute(
@@ -236,9 +242,17 @@ def test_no_secret_reaches_any_output(
             http(base + "/metrics", web_password.value),
             http(base + "/metrics", web_password.value, openmetrics),
         ]
-        time.sleep(1.5)  # a failing canary probe and pool reconnections, in the logs
+        # A reconnection refused to the role, in the logs (the canary, off while the sidecar
+        # cannot lead, adds none): where a password quoted in an error would show.
+        serve_log.wait_until(
+            lambda entry: "is not permitted to log in" in json.dumps(entry),
+            "refused login in the logs",
+            60,
+            after=locked_out,
+        )
         serve.send_signal(signal.SIGTERM)
-        serve_output = serve.communicate(timeout=30)[0]
+        serve.wait(timeout=30)
+        serve_output = serve_log.output()
         with psycopg.connect(dsn, autocommit=True) as conn:
             conn.execute(sql.SQL("ALTER ROLE {} LOGIN").format(sql.Identifier(name)))
         for output_format in ("text", "json"):
@@ -253,7 +267,8 @@ def test_no_secret_reaches_any_output(
         for process in processes:
             if process.poll() is None:
                 process.kill()
-                process.communicate()
+                process.wait() if process is serve else process.communicate()
+        serve_log.output()
     assert serve.returncode == 0, serve_output.decode()
     assert statuses == [2, 2, 2, 2, 2, 2, 0, 0, 0], b"\n".join(gathered[-9:]).decode()
     everything = b"\n".join([*gathered, serve_output])
