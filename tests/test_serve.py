@@ -13,7 +13,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from tests.test_factory import closed_port
+from tests.logstream import LogStream, started_url
 
 
 def get(url: str) -> tuple[int, bytes]:
@@ -39,7 +39,6 @@ def wait_until_serving(url: str, process: subprocess.Popen[Any], seconds: float)
 
 def test_serve_on_the_embedded_database(tmp_path: Path) -> None:
     """Healthy PostgresSaver with real figures; SIGTERM exits 0 and stops the database."""
-    port = closed_port()
     data_dir = tmp_path / "pgdata"
     env = {
         k: v
@@ -53,24 +52,29 @@ def test_serve_on_the_embedded_database(tmp_path: Path) -> None:
             "exporter",
             "serve",
             "--web.listen-address",
-            f"127.0.0.1:{port}",
+            "127.0.0.1:0",
             "--embedded.data-dir",
             str(data_dir),
         ],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        text=True,
     )
-    base = f"http://127.0.0.1:{port}"
+    assert process.stdout is not None
+    assert process.stderr is not None
+    log = LogStream(process.stderr)
     try:
+        base = started_url(log)
         wait_until_serving(base + "/healthz", process, 90)
         status, body = get(base + "/api/health/checkpointer")
         health = json.loads(body)
         metrics_status, metrics = get(base + "/metrics")
     finally:
         process.send_signal(signal.SIGTERM)
-        stdout, stderr = process.communicate(timeout=60)
+        process.wait(timeout=60)
+        with process.stdout:
+            stdout = process.stdout.read().decode()
+        stderr = log.output().decode()
     assert status == 200
     assert health["status"] == "healthy"
     assert health["checkpointer"] == "PostgresSaver"
