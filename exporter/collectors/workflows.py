@@ -4,6 +4,8 @@ Produces (every status appears, zero when none; the canary probe's thread is
 never counted; ages are 0 when no workflow runs)::
 
     langgraph_checkpointer_workflows_table_exists 1
+    langgraph_checkpointer_workflows_available 1
+    langgraph_checkpointer_workflows_unavailable{reason="no_workflow_metadata"} 0
     langgraph_checkpointer_workflows_threads{status="running"} 12
     langgraph_checkpointer_workflows_threads{status="interrupted"} 3
     langgraph_checkpointer_workflows_threads{status="completed"} 950
@@ -18,19 +20,29 @@ never counted; ages are 0 when no workflow runs)::
 
 A workflow is stuck when it is running and its last checkpoint is older than
 ``CHECKPOINT_EXPORTER_STUCK_AFTER``; a prune candidate has more checkpoints
-than ``CHECKPOINT_EXPORTER_PRUNE_THRESHOLD``. Without the table (tracking
-never set up) only ``table_exists 0`` is exported.
+than ``CHECKPOINT_EXPORTER_PRUNE_THRESHOLD``. Without the table (the writer is
+not one this project wraps: tracking never set up, a LangGraph.js application)
+the figures are unavailable, not zero: ``table_exists 0``, ``available 0`` and
+``unavailable{reason="no_workflow_metadata"} 1`` are all that is exported.
 
 Cost: one statement per scrape, over this table only (one row per thread,
-never LangGraph's tables). The status counts read an entry per thread, from
-the (status, last_activity) index when the visibility map allows; stuck
-workflows and the longest idle one are a range of that index, prune
-candidates a range of the checkpoint_count index.
+never LangGraph's tables), that does not grow with the number of threads. The
+counts by status are the rows of ``workflow_status_counts``, which triggers on
+``workflow_metadata`` keep exact; the oldest running workflow and the longest
+idle one are the first entry of a range of the (status, first_activity) and
+(status, last_activity) indexes. Two figures grow with what they count, not
+with the table: stuck workflows (a range of the (status, last_activity) index)
+and prune candidates (a range of the checkpoint_count index). A schema whose
+migrations predate the counts (an application on an older version of this
+library; a standalone sidecar never migrates) or a role that cannot read them
+is counted by a scan of the status index instead, as before, logged once; the
+catalog is asked again every :data:`RECHECK_SECONDS` until the counts appear.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from contextlib import suppress
 from functools import cache
 from typing import Any, ClassVar, Final
@@ -44,25 +56,26 @@ from exporter.collectors.base import ScrapeContext
 from exporter.log import get_logger
 from exporter.settings import Settings
 from exporter.sql import bound
-from exporter.workflows.schema import CANARY_THREAD_ID, RUNNING, STATUSES, TABLE
+from exporter.workflows.schema import CANARY_THREAD_ID, COUNTS_TABLE, RUNNING, STATUSES, TABLE
 
 log = get_logger("workflows")
 
 PREFIX = "langgraph_checkpointer_workflows_"
 
 # format('%I.%I') quotes schema and table server-side, as the migrations collector does.
+# `counted`: the maintained counts exist and this role may read them.
 TABLE_EXISTS: Final = """
-SELECT to_regclass(format('%I.%I', {schema}::text, {name}::text)) IS NOT NULL AS exists
+SELECT to_regclass(format('%I.%I', {schema}::text, {name}::text)) IS NOT NULL AS exists,
+       coalesce(has_table_privilege(
+           to_regclass(format('%I.%I', {schema}::text, {counts}::text)), 'SELECT'), false)
+           AS counted
 """
 
-# Every figure in one snapshot. The canary's row is looked up by key and taken
-# off its status in Python, so the count by status needs nothing but the
-# status index. Ages are clamped at zero: a tracker may stamp an activity
-# after this statement's now().
-SUMMARY: Final = """
-SELECT
-    (SELECT coalesce(json_object_agg(status, threads), '{{}}')
-     FROM (SELECT status, count(*) AS threads FROM {table} GROUP BY status) AS s) AS statuses,
+# Every figure but the counts, in one snapshot with them. The canary's row is
+# looked up by key and taken off its status in Python, so the counts need no
+# filter. Ages are clamped at zero: a tracker may stamp an activity after this
+# statement's now().
+FIGURES: Final = """
     (SELECT status FROM {table} WHERE thread_id = {canary}) AS canary_status,
     (SELECT count(*) FROM {table}
      WHERE status = {running} AND last_activity < now() - make_interval(secs => {stuck})
@@ -76,21 +89,51 @@ SELECT
      WHERE checkpoint_count > {threshold} AND thread_id <> {canary}) AS prune_candidates
 """
 
+# The counts as the triggers keep them: a handful of rows, whatever the threads.
+SUMMARY: Final = (
+    """
+SELECT
+    (SELECT coalesce(json_object_agg(status, threads), '{{}}') FROM {counts}) AS statuses,"""
+    + FIGURES
+)
+
+# Before the counts table: an entry of the status index per thread.
+SCAN_SUMMARY: Final = (
+    """
+SELECT
+    (SELECT coalesce(json_object_agg(status, threads), '{{}}')
+     FROM (SELECT status, count(*) AS threads FROM {table} GROUP BY status) AS s) AS statuses,"""
+    + FIGURES
+)
+
+# How long a schema without readable counts is taken to stay so before the catalog is asked again.
+RECHECK_SECONDS: Final = 60.0
+
+# Why the figures are unavailable; each is exported, 1 for the one that applies.
+NO_WORKFLOW_METADATA: Final = "no_workflow_metadata"
+UNAVAILABLE_REASONS: Final = (NO_WORKFLOW_METADATA,)
+
 GONE_ERRORS: Final = (errors.UndefinedTable, errors.InvalidSchemaName)
+# Reading the counts may also fail once their grant is revoked: look again.
+RECHECK_ERRORS: Final = (*GONE_ERRORS, errors.InsufficientPrivilege)
 
 
 @cache
 def table_exists_query(schema: str) -> bytes:
     """:data:`TABLE_EXISTS` for ``schema``'s table, the names inlined."""
-    return bound(TABLE_EXISTS, schema=schema, name=TABLE)
+    return bound(TABLE_EXISTS, schema=schema, name=TABLE, counts=COUNTS_TABLE)
 
 
 @cache
-def summary_query(schema: str, stuck_after: float, prune_threshold: int) -> bytes:
-    """:data:`SUMMARY` for ``schema``'s table and these thresholds, all inlined."""
+def summary_query(
+    schema: str, stuck_after: float, prune_threshold: int, *, counted: bool = True
+) -> bytes:
+    """:data:`SUMMARY` (or, not ``counted``, :data:`SCAN_SUMMARY`) for ``schema``'s tables and
+    these thresholds, all inlined."""
     return bound(
-        SUMMARY,
+        SUMMARY if counted else SCAN_SUMMARY,
         table=sql.Identifier(schema, TABLE),
+        counts=sql.Identifier(schema, COUNTS_TABLE),
         canary=CANARY_THREAD_ID,
         running=RUNNING,
         stuck=float(stuck_after),
@@ -99,8 +142,25 @@ def summary_query(schema: str, stuck_after: float, prune_threshold: int) -> byte
 
 
 def missing_families() -> list[Metric]:
-    """What a schema without the table exports."""
-    return [_exists(False)]
+    """What a schema without the table exports: unavailable, and why."""
+    return [_exists(False), *_availability(NO_WORKFLOW_METADATA)]
+
+
+def _availability(reason: str | None) -> list[Metric]:
+    available = GaugeMetricFamily(
+        PREFIX + "available",
+        "1 if workflow figures are exported; 0 if they cannot be known (see unavailable).",
+        value=0.0 if reason else 1.0,
+    )
+    unavailable = GaugeMetricFamily(
+        PREFIX + "unavailable",
+        "1 for the reason workflow figures cannot be known (no_workflow_metadata: the table is "
+        "absent, the writer is not one this exporter wraps); 0 for every other reason.",
+        labels=["reason"],
+    )
+    for known in UNAVAILABLE_REASONS:
+        unavailable.add_metric([known], 1.0 if known == reason else 0.0)
+    return [available, unavailable]
 
 
 def _exists(present: bool) -> Metric:
@@ -131,6 +191,7 @@ def workflows_families(
         threads_family.add_metric([status], float(threads))
     return [
         _exists(True),
+        *_availability(None),
         threads_family,
         GaugeMetricFamily(
             PREFIX + "stuck_threads",
@@ -166,19 +227,28 @@ def workflows_families(
 
 
 class WorkflowsCollector:
-    """Reads ``workflow_metadata`` in one statement once the table has been seen.
+    """Reads ``workflow_metadata`` in one statement once the catalog has said which.
 
-    Until then (and once after it is dropped) it asks the catalog first, so a
-    schema without tracking never puts an error in the server's log; the first
+    Until then (and once after a table is dropped) it asks the catalog first, so
+    a schema without tracking never puts an error in the server's log; the first
     scrape that finds the table missing says so in ours, once until it appears.
+    A schema without readable counts is counted by a scan (logged once) and the
+    catalog asked again after ``recheck`` seconds (by ``clock``).
     """
 
     name: ClassVar[str] = "workflows"
     database_wide: ClassVar[bool] = True
 
-    def __init__(self) -> None:
-        self._table_seen = False
+    def __init__(
+        self, *, recheck: float = RECHECK_SECONDS, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._recheck = recheck
+        self._clock = clock
+        # Whether the maintained counts are read; None until the catalog has been asked.
+        self._counted: bool | None = None
+        self._recheck_at: float | None = None
         self._missing_logged = False
+        self._scan_logged = False
 
     async def collect(self, ctx: ScrapeContext) -> list[Metric]:
         if ctx.database is None:
@@ -186,7 +256,6 @@ class WorkflowsCollector:
         settings = ctx.settings
         async with ctx.database.connection() as conn:
             row = await self._read(conn, settings)
-        self._table_seen = row is not None
         if row is None:
             if not self._missing_logged:
                 log.info("workflow_table_missing", schema=settings.postgres_schema, table=TABLE)
@@ -201,14 +270,32 @@ class WorkflowsCollector:
         self, conn: AsyncConnection[Any], settings: Settings
     ) -> Mapping[str, Any] | None:
         schema = settings.postgres_schema
-        query = summary_query(schema, settings.stuck_after, settings.prune_threshold)
-        if self._table_seen:
-            with suppress(*GONE_ERRORS):
-                return await _fetch_one(conn, query)
-        exists = await _fetch_one(conn, table_exists_query(schema))
-        if not exists["exists"]:
+        due = self._recheck_at is not None and self._clock() >= self._recheck_at
+        if self._counted is not None and not due:
+            with suppress(*RECHECK_ERRORS):
+                return await _fetch_one(conn, self._summary(settings, self._counted))
+        found = await _fetch_one(conn, table_exists_query(schema))
+        if not found["exists"]:
+            self._counted = self._recheck_at = None
             return None
-        return await _fetch_one(conn, query)
+        self._counted = bool(found["counted"])
+        if self._counted:
+            self._recheck_at, self._scan_logged = None, False
+        else:
+            self._recheck_at = self._clock() + self._recheck
+            if not self._scan_logged:
+                log.info("workflow_status_counts_missing", schema=schema, table=COUNTS_TABLE)
+                self._scan_logged = True
+        return await _fetch_one(conn, self._summary(settings, self._counted))
+
+    @staticmethod
+    def _summary(settings: Settings, counted: bool) -> bytes:
+        return summary_query(
+            settings.postgres_schema,
+            settings.stuck_after,
+            settings.prune_threshold,
+            counted=counted,
+        )
 
 
 async def _fetch_one(conn: AsyncConnection[Any], query: bytes) -> Mapping[str, Any]:
