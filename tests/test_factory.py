@@ -72,6 +72,7 @@ async def test_flag_on_builds_a_pooled_postgres_saver_in_the_schema(
                 "checkpoints",
                 "workflow_metadata",
                 "workflow_metadata_migrations",
+                "workflow_status_counts",
             ]
             cursor = await conn.execute(
                 "SELECT count(*), count(DISTINCT v) FROM lg_checkpoints.checkpoint_migrations"
