@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -16,6 +17,7 @@ from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from exporter import sql
+from exporter.causes import cause_of
 from exporter.deadline import within
 from exporter.embedded import embedded_database
 from exporter.redact import describe_error
@@ -112,6 +114,8 @@ class Ping:
     seconds: float
     server_version: str | None = None
     error: str | None = None
+    # One of exporter.causes.CAUSES when it did not answer.
+    cause: str | None = None
 
 
 async def ping(pool: AsyncConnectionPool[Any], deadline: float) -> Ping:
@@ -121,7 +125,7 @@ async def ping(pool: AsyncConnectionPool[Any], deadline: float) -> Ping:
         row = await within(deadline, _server_version(pool, deadline))
     except (TimeoutError, psycopg.Error, PoolTimeout, OSError) as exc:
         message = describe_error(exc)
-        return Ping(False, perf_counter() - started, error=message)
+        return Ping(False, perf_counter() - started, error=message, cause=cause_of(exc))
     version = str(row["version"]) if row else None
     return Ping(True, perf_counter() - started, server_version=version)
 
@@ -130,3 +134,20 @@ async def _server_version(pool: AsyncConnectionPool[Any], deadline: float) -> An
     async with pool.connection(timeout=deadline) as conn:
         cursor = await conn.execute(sql.SERVER_VERSION)
         return await cursor.fetchone()
+
+
+# Connections given up while a command still ran, waiting to be closed; kept so the
+# tasks are not garbage-collected.
+_CLOSING: set[asyncio.Future[None]] = set()
+
+
+def close_when_free(conn: AsyncConnection[Any], lock: asyncio.Lock) -> None:
+    """Close ``conn`` once whoever holds ``lock`` (a command given up at its deadline) is done."""
+    task = asyncio.ensure_future(_close_after(conn, lock))
+    _CLOSING.add(task)
+    task.add_done_callback(_CLOSING.discard)
+
+
+async def _close_after(conn: AsyncConnection[Any], lock: asyncio.Lock) -> None:
+    async with lock:
+        await conn.close()

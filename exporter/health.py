@@ -5,7 +5,8 @@ Rules, in order; the first that applies decides:
 1. ``degraded`` (HTTP 200): the in-memory fallback runs although PostgreSQL
    was requested;
 2. ``unhealthy`` (HTTP 503): PostgreSQL is the configured store and did not
-   answer;
+   answer the health check (within ``health_timeout``, on a connection of its
+   own); ``lastError`` then names the cause;
 3. ``unhealthy`` (HTTP 503): the canary failed its last 3 probes in a row
    (``CANARY_UNHEALTHY_AFTER``): checkpoints cannot be saved or read back;
 4. ``degraded`` (HTTP 200): the canary's last probe did not succeed (timeout,
@@ -39,6 +40,8 @@ from exporter.workflows.canary import SUCCESS, CanaryStatus
 from exporter.workflows.recovery import RecoveryReport
 
 HEALTHY, DEGRADED, UNHEALTHY = "healthy", "degraded", "unhealthy"
+# lastError's operation while the database does not answer the health check.
+DATABASE_CHECK: Final = "database_check"
 # The canary's status while the schema is below what its saver needs: not a failure.
 UNSUPPORTED: Final = "unsupported"
 # Consecutive failed canary probes that make the checkpointer unhealthy rather than degraded.
@@ -162,6 +165,31 @@ def integrity_section(integrity: IntegritySummary | None) -> dict[str, Any] | No
     }
 
 
+def _last_error(inputs: HealthInputs, now: datetime) -> dict[str, Any] | None:
+    """The database's failure while it lasts (the cause of everything else), else the
+    checkpointer's last failed operation."""
+    ping = inputs.ping
+    if ping is not None and not ping.ok:
+        message = ping.error or ""
+        return {
+            "operation": DATABASE_CHECK,
+            "error": message.partition(": ")[0] or None,
+            "cause": ping.cause,
+            "message": message,
+            "at": now.isoformat(),
+        }
+    record = inputs.last_error
+    if record is None:
+        return None
+    return {
+        "operation": record.operation,
+        "error": record.error,
+        "cause": None,
+        "message": record.message,
+        "at": record.at.isoformat(),
+    }
+
+
 def health_document(
     inputs: HealthInputs, now: datetime | None = None
 ) -> tuple[dict[str, Any], int]:
@@ -180,6 +208,7 @@ def health_document(
         postgres["serverVersion"] = ping.server_version
         postgres["latencyMs"] = round(ping.seconds * 1000, 3)
         postgres["error"] = ping.error
+        postgres["cause"] = ping.cause
     pool = None
     if stats is not None:
         pool = {
@@ -189,15 +218,8 @@ def health_document(
             "available": stats.get("pool_available", 0),
             "waiting": stats.get("requests_waiting", 0),
         }
-    last_error = None
-    if inputs.last_error is not None:
-        record = inputs.last_error
-        last_error = {
-            "operation": record.operation,
-            "error": record.error,
-            "message": record.message,
-            "at": record.at.isoformat(),
-        }
+    now = now or datetime.now(UTC)
+    last_error = _last_error(inputs, now)
     document = {
         "status": status,
         "checkpointer": backend.checkpointer,
@@ -212,6 +234,6 @@ def health_document(
         "canary": canary_section(inputs.canary),
         "recovery": recovery_section(inputs.recovery),
         "integrity": integrity_section(inputs.integrity),
-        "checkedAt": (now or datetime.now(UTC)).isoformat(),
+        "checkedAt": now.isoformat(),
     }
     return document, 503 if status == UNHEALTHY else 200

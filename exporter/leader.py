@@ -18,7 +18,8 @@ import psycopg
 from psycopg import AsyncConnection
 
 from exporter import sql
-from exporter.database import Ping, exporter_connect_kwargs
+from exporter.causes import TIMEOUT, cause_of
+from exporter.database import Ping, close_when_free, exporter_connect_kwargs
 from exporter.deadline import within
 from exporter.log import get_logger
 from exporter.redact import describe_error
@@ -54,11 +55,11 @@ class LeaderElection:
         except TimeoutError as exc:
             # The session may still be cancelling its command: give it up rather than wait.
             self._abandon(describe_error(exc))
-            return Ping(False, perf_counter() - started, error=describe_error(exc))
+            return Ping(False, perf_counter() - started, error=describe_error(exc), cause=TIMEOUT)
         except (psycopg.Error, OSError) as exc:
             message = describe_error(exc)
             await self._lose(message)
-            return Ping(False, perf_counter() - started, error=message)
+            return Ping(False, perf_counter() - started, error=message, cause=cause_of(exc))
         return Ping(True, perf_counter() - started, server_version=version)
 
     async def _serialized_check(self) -> str:
@@ -77,9 +78,7 @@ class LeaderElection:
         conn, lock = self._conn, self._lock
         self._conn, self._lock = None, asyncio.Lock()
         if conn is not None:
-            task = asyncio.ensure_future(_close_after(conn, lock))
-            _CLOSING.add(task)
-            task.add_done_callback(_CLOSING.discard)
+            close_when_free(conn, lock)
 
     async def _check(self) -> str:
         conn = self._conn
@@ -116,15 +115,6 @@ class LeaderElection:
         conn, self._conn = self._conn, None
         if conn is not None and not conn.closed:
             await conn.close()
-
-
-# Abandoned sessions being closed; kept so the tasks are not garbage-collected.
-_CLOSING: set[asyncio.Future[None]] = set()
-
-
-async def _close_after(conn: AsyncConnection[Any], lock: asyncio.Lock) -> None:
-    async with lock:
-        await conn.close()
 
 
 def _version(row: Mapping[str, Any] | None) -> str:

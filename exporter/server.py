@@ -39,7 +39,11 @@ async def healthz(_: web.Request) -> web.Response:
 async def readyz(request: web.Request) -> web.Response:
     answer = await request.app[SIDECAR_KEY].ping()
     ready = answer is None or answer.ok
-    body = {"ready": ready, "error": None if answer is None else answer.error}
+    body = {
+        "ready": ready,
+        "error": None if answer is None else answer.error,
+        "cause": None if answer is None else answer.cause,
+    }
     return web.json_response(body, status=200 if ready else 503)
 
 

@@ -84,6 +84,7 @@ class Settings:
     fallback_to_memory: bool = False
     connect_timeout: float = 5.0
     collector_timeout: float = 5.0
+    health_timeout: float = 0.75
     exporter_pool_size: int = 5
     collectors: tuple[str, ...] = COLLECTORS
     leader_election: bool = True
@@ -509,6 +510,15 @@ SPECS: tuple[Spec, ...] = (
         "5s",
         "Deadline of each collector in a scrape. The exporter's lock_timeout (half of it) and "
         "statement_timeout (80 %) end server-side work before it, so a failure says which fired.",
+    ),
+    Spec(
+        "health_timeout",
+        f"{PREFIX}HEALTH_TIMEOUT",
+        "--health.timeout",
+        duration_in(0.05, 10),
+        "750ms",
+        "Deadline of the database check behind the health endpoint and `/readyz`, on a "
+        "connection of its own: they answer 503 by then, under the 1 s of a Kubernetes probe.",
     ),
     Spec(
         "exporter_pool_size",

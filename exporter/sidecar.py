@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Coroutine, Sequence
+from contextlib import ExitStack
 from types import TracebackType
 from typing import Any
 
@@ -17,6 +18,7 @@ from prometheus_client.metrics_core import Metric
 from psycopg_pool import AsyncConnectionPool
 
 from exporter import collectors as collector_registry
+from exporter.causes import ERROR
 from exporter.checkpointer.backend import MEMORY, POSTGRES, Backend
 from exporter.checkpointer.instrumented import InstrumentedSaver
 from exporter.collectors.base import BackgroundWork, Collector, ScrapeContext
@@ -25,6 +27,8 @@ from exporter.database import Ping, exporter_pool, ping
 from exporter.health import HealthInputs, IntegritySummary, health_document
 from exporter.leader import LeaderElection
 from exporter.log import get_logger
+from exporter.outage import OutageLog, collapse_pool_warnings
+from exporter.reachability import DatabaseCheck
 from exporter.redact import describe_error, redact
 from exporter.scrape import (
     FailureCounts,
@@ -102,6 +106,11 @@ class Sidecar:
         )
         self.canary = Canary(conninfo, settings) if conninfo and settings.canary_interval else None
         self.recovery = RecoveryCheck(conninfo, settings, self._serde()) if conninfo else None
+        self.outages = OutageLog()
+        self.database_check = (
+            DatabaseCheck(conninfo, settings, self.outages) if conninfo is not None else None
+        )
+        self._pool_warnings: ExitStack | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._runner: web.AppRunner | None = None
         self._site: web.TCPSite | None = None
@@ -154,7 +163,16 @@ class Sidecar:
         return await self.recovery.run() if self.recovery is not None else None
 
     async def ping(self) -> Ping | None:
-        """Ask the database for a sign of life; None when no database is configured."""
+        """Whether the database answers, and why not, within the health timeout.
+
+        What health and readiness ask: a check on a connection of its own, so that an
+        outage is reported at once with its cause. None when no database is configured.
+        """
+        if self.database_check is None:
+            return None
+        return await self.database_check.check()
+
+    async def _pool_ping(self) -> Ping | None:
         if self._database is None:
             return None
         return await ping(self._database, self.settings.collector_timeout)
@@ -172,7 +190,9 @@ class Sidecar:
         leader = self.leader
         if leader is None:
             leading = True
-            answer, outcomes = await asyncio.gather(self.ping(), self._collect(self.collectors))
+            answer, outcomes = await asyncio.gather(
+                self._pool_ping(), self._collect(self.collectors)
+            )
         elif leader.leading:
             answer, outcomes = await asyncio.gather(leader.check(), self._collect(self.collectors))
             leading = leader.leading
@@ -184,6 +204,8 @@ class Sidecar:
             local = {c.name for c in self._local}
             outcomes = [o for o in outcomes if o.collector in local]
         self._failures.record(outcomes)
+        if answer is not None:
+            self._note(answer, "scrape")
         status = status_families(
             up=answer is None or answer.ok,
             leader=leading,
@@ -194,6 +216,12 @@ class Sidecar:
             versions=VERSIONS,
         )
         return [*status, *outcome_families(outcomes), self._failures.family()]
+
+    def _note(self, answer: Ping, source: str) -> None:
+        if answer.ok:
+            self.outages.answered(source)
+        else:
+            self.outages.failed(source, answer.cause or ERROR, answer.error or "")
 
     async def _collect(self, collectors: Sequence[Collector]) -> list[Outcome]:
         return await gather_outcomes(collectors, self.context(), self.settings.collector_timeout)
@@ -237,6 +265,8 @@ class Sidecar:
         from exporter.server import create_app
 
         try:
+            self._pool_warnings = ExitStack()
+            self._pool_warnings.enter_context(collapse_pool_warnings(self.outages))
             if self._database is not None:
                 # wait=False: an unreachable database must not keep the sidecar from serving.
                 await self._database.open(wait=False)
@@ -302,8 +332,13 @@ class Sidecar:
             self._runner = self._site = None
         if self.leader is not None:
             await self.leader.close()
+        if self.database_check is not None:
+            await self.database_check.close()
         if self._database is not None:
             await self._database.close()
+        if self._pool_warnings is not None:
+            self._pool_warnings.close()
+            self._pool_warnings = None
         log.info("sidecar_stopped")
 
     async def __aenter__(self) -> Sidecar:

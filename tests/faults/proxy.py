@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import threading
 import time
 from collections.abc import Coroutine
 from types import TracebackType
 from typing import Any
+
+from psycopg.conninfo import conninfo_to_dict
 
 PASS, DROP = "pass", "drop"
 CHUNK = 65536
@@ -26,10 +29,13 @@ class FaultyProxy:
 
     ``delay(seconds)`` holds every chunk that long in each direction (a round
     trip costs twice that); ``drop()`` closes every open connection and closes
-    new ones at once; ``heal()`` passes traffic untouched again.
+    new ones at once; ``refuse()`` closes them too and stops listening, keeping
+    the port bound, so that new connections are refused as by a stopped server;
+    ``heal()`` listens again and passes traffic untouched.
     """
 
     def __init__(self, upstream_host: str, upstream_port: int) -> None:
+        # A host that is a directory means PostgreSQL's Unix socket in it, as libpq reads it.
         self.upstream = (upstream_host, upstream_port)
         self.port = 0
         self.accepted = 0
@@ -38,8 +44,11 @@ class FaultyProxy:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="faulty-proxy")
         self._server: asyncio.Server | None = None
+        # Bound and not listening while refusing: the kernel refuses, and nobody else binds.
+        self._held: socket.socket | None = None
         self._writers: set[asyncio.StreamWriter] = set()
         self._connections: set[asyncio.Task[Any]] = set()
+        self._deliveries: set[asyncio.Task[None]] = set()
         self._closing = False
 
     def start(self) -> None:
@@ -71,18 +80,36 @@ class FaultyProxy:
         self._mode = DROP
         self._call(self._close_all())
 
+    def refuse(self) -> None:
+        self._call(self._refuse())
+
     def heal(self) -> None:
         self._mode, self._delay = PASS, 0.0
+        if self._held is not None:
+            self._call(self._listen())
 
     def _call(self, work: Coroutine[Any, Any, None]) -> None:
         asyncio.run_coroutine_threadsafe(work, self._loop).result(timeout=10)
 
     async def _listen(self) -> None:
-        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
-        self.port = int(self._server.sockets[0].getsockname()[1])
+        sock, self._held = self._held or _bound(self.port), None
+        sock.listen()
+        self._server = await asyncio.start_server(self._accept, sock=sock)
+        self.port = int(sock.getsockname()[1])
+
+    async def _refuse(self) -> None:
+        if self._server is None:
+            return
+        self._server.close()
+        await self._close_all()
+        await self._server.wait_closed()
+        self._server = None
+        self._held = _bound(self.port)
 
     async def _shutdown(self) -> None:
         self._closing = True
+        if self._held is not None:
+            self._held.close()
         if self._server is not None:
             self._server.close()
         # With both ends of every connection aborted, each connection's task ends by itself;
@@ -102,6 +129,8 @@ class FaultyProxy:
         writers, self._writers = list(self._writers), set()
         for writer in writers:
             writer.transport.abort()
+        for delivery in list(self._deliveries):
+            delivery.cancel()
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.accepted += 1
@@ -112,8 +141,13 @@ class FaultyProxy:
         try:
             if self._mode == DROP or self._closing:
                 return
+            host, port = self.upstream
             try:
-                up_reader, up_writer = await asyncio.open_connection(*self.upstream)
+                if host.startswith("/"):
+                    path = f"{host}/.s.PGSQL.{port}"
+                    up_reader, up_writer = await asyncio.open_unix_connection(path)
+                else:
+                    up_reader, up_writer = await asyncio.open_connection(host, port)
             except OSError:
                 return
             self._writers.add(up_writer)
@@ -146,6 +180,9 @@ class FaultyProxy:
                 await writer.drain()
 
         delivery = asyncio.create_task(deliver())
+        # Aborting the connection drops what is still held back (see _close_all).
+        self._deliveries.add(delivery)
+        delivery.add_done_callback(self._deliveries.discard)
         try:
             while True:
                 try:
@@ -155,10 +192,25 @@ class FaultyProxy:
                 queue.put_nowait((time.monotonic() + self._delay, data))
                 if not data:
                     break
-            await delivery
+            # Waits without raising: a delivery cancelled by _close_all ends the pipe quietly.
+            await asyncio.wait({delivery})
         except (OSError, ConnectionError):
             pass
         finally:
             delivery.cancel()
             with contextlib.suppress(asyncio.CancelledError, OSError, ConnectionError):
                 await delivery
+
+
+def _bound(port: int) -> socket.socket:
+    """A socket bound to ``127.0.0.1:port`` (0: any free port), not yet listening."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", port))
+    return sock
+
+
+def proxy_for(dsn: str) -> FaultyProxy:
+    """A proxy (not started) to the server of ``dsn``, over TCP or its Unix socket."""
+    params = conninfo_to_dict(dsn)
+    return FaultyProxy(str(params.get("host") or "127.0.0.1"), int(params.get("port") or 5432))

@@ -115,7 +115,7 @@ def slow_section(r: SlowDatabaseResult) -> list[str]:
         f"deadline {COLLECTOR_TIMEOUT:g} s; `/metrics` and health are asked back to back, "
         "as Prometheus would. Sessions are counted by `application_name` in `pg_stat_activity` "
         f"on a direct connection; the bound is the exporter's pool, the leader's session, the "
-        f"canary's and the recovery check's: {r.connection_bound}.",
+        f"health check's, the canary's and the recovery check's: {r.connection_bound}.",
         "",
         "| Phase | Scrapes (answered/asked) | Slowest scrape | Slowest health | `up` "
         "| Collectors reported failed | Most sessions |",

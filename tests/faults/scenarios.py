@@ -321,8 +321,9 @@ async def slow_database(
         workload.start()
         await asyncio.sleep(0.5)
         await workload.stop()
-    # The exporter's pool, the leader's session, the canary's and the recovery check's.
-    result.connection_bound = settings.exporter_pool_size + 3
+    # The exporter's pool, the leader's session, the health check's, the canary's and the
+    # recovery check's.
+    result.connection_bound = settings.exporter_pool_size + 4
     with FaultyProxy("127.0.0.1", int(conninfo_to_dict(dsn)["port"] or 5432)) as proxy:
         proxied = make_conninfo(dsn, host="127.0.0.1", port=proxy.port)
         counter = ConnectionCounter(dsn, EXPORTER_APPLICATION_NAME)
