@@ -718,7 +718,7 @@ async def profile_scrape(url: str, args: argparse.Namespace) -> ProfileReport:
                 step(STEP_LEADER).add(perf_counter() - wall, process_time() - cpu)
             else:  # leader election off: the scrape pings through the pool
                 wall, cpu = perf_counter(), process_time()
-                await sidecar.ping()
+                await sidecar.pool_ping()
                 step(STEP_PING).add(perf_counter() - wall, process_time() - cpu)
             for collector in sidecar.collectors:
                 ctx = sidecar.context()

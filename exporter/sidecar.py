@@ -172,7 +172,8 @@ class Sidecar:
             return None
         return await self.database_check.check()
 
-    async def _pool_ping(self) -> Ping | None:
+    async def pool_ping(self) -> Ping | None:
+        """The scrape's sign of life when leader election is off, through the exporter's pool."""
         if self._database is None:
             return None
         return await ping(self._database, self.settings.collector_timeout)
@@ -191,7 +192,7 @@ class Sidecar:
         if leader is None:
             leading = True
             answer, outcomes = await asyncio.gather(
-                self._pool_ping(), self._collect(self.collectors)
+                self.pool_ping(), self._collect(self.collectors)
             )
         elif leader.leading:
             answer, outcomes = await asyncio.gather(leader.check(), self._collect(self.collectors))
