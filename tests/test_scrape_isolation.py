@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import Iterator
 from typing import Any, ClassVar
@@ -29,6 +28,7 @@ from exporter.scrape import (
 from exporter.settings import Settings
 from tests.samples import Samples, parse_metrics, value
 from tests.test_factory import closed_port
+from tests.test_sidecar import HangingCollector, RaisingCollector
 
 COLLECTORS = ("activity", "migrations", "pool", "statements", "tables")
 
@@ -131,17 +131,6 @@ class SleepingCollector:
         return []
 
 
-class WaitingCollector:
-    """Waits on an event nobody sets, as a database that never answers would keep it."""
-
-    name: ClassVar[str] = "waiting"
-    database_wide: ClassVar[bool] = False
-
-    async def collect(self, ctx: ScrapeContext) -> list[Metric]:
-        await asyncio.Event().wait()
-        return []
-
-
 class UnreachableCollector:
     """Connects to a port where no server listens."""
 
@@ -153,16 +142,6 @@ class UnreachableCollector:
         return []
 
 
-class BrokenCollector:
-    """A bug in a collector."""
-
-    name: ClassVar[str] = "broken"
-    database_wide: ClassVar[bool] = False
-
-    async def collect(self, ctx: ScrapeContext) -> list[Metric]:
-        raise ValueError("a bug")
-
-
 async def test_the_failures_counter_says_which_limit_fired(settings: Settings) -> None:
     """Each way of failing has its own reason, counted per scrape from zero.
 
@@ -172,15 +151,15 @@ async def test_the_failures_counter_says_which_limit_fired(settings: Settings) -
     settings = settings.replace(collector_timeout=2.0)
     collectors: Any = (
         SleepingCollector(),
-        WaitingCollector(),
+        HangingCollector(),
         UnreachableCollector(),
-        BrokenCollector(),
+        RaisingCollector(),
     )
     expected = {
         "sleeping": STATEMENT_TIMEOUT,
-        "waiting": DEADLINE,
+        "hanging": DEADLINE,
         "unreachable": CONNECTION,
-        "broken": ERROR,
+        "raising": ERROR,
     }
     async with (
         Sidecar(settings, registry=CollectorRegistry(), collectors=collectors) as sidecar,
