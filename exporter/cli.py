@@ -114,7 +114,10 @@ def build_parser() -> argparse.ArgumentParser:
                     spec.flag,
                     dest=spec.field,
                     metavar="VALUE",
-                    help=f"{spec.help} Env: {spec.env}. Default: {spec.default}.",
+                    # argparse formats help with %: a literal one must be doubled.
+                    help=f"{spec.help} Env: {spec.env}. Default: {spec.default}.".replace(
+                        "%", "%%"
+                    ),
                 )
     for name, (_, default, text) in LOADTEST_OPTIONS.items():
         loadtest.add_argument(
