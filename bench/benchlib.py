@@ -8,7 +8,7 @@ import os
 import platform
 import statistics
 import subprocess
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -53,6 +53,15 @@ def median_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[
 
 def span(interval: tuple[float, float], fmt: str) -> str:
     return f"[{interval[0]:{fmt}} .. {interval[1]:{fmt}}]"
+
+
+def verdict_line(name: str, verdict: Mapping[str, Any], target: float) -> str:
+    """The closing line of a large/small comparison: both ratios, the interval, the outcome."""
+    return (
+        f"Verdict {name}: large/small {verdict['ratio_of_medians']:.3f} (ratio of "
+        f"medians; median of pairs {verdict['paired_ratio_median']:.3f}, ~95 % interval "
+        f"{span(verdict['interval'], '.3f')}), target <= {target:g}: {verdict['outcome']}"
+    )
 
 
 def _git(*args: str) -> str | None:

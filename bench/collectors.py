@@ -47,6 +47,7 @@ from benchlib import (
     median,
     median_interval,
     span,
+    verdict_line,
 )
 from prometheus_client.metrics_core import Metric
 from psycopg import AsyncConnection, sql
@@ -640,13 +641,7 @@ def render(env: dict[str, Any], result: Run, repetitions: int) -> str:
         + (", ".join(f"{n} {f['small']}/{f['large']}" for n, f in failed.items()) or "none")
     )
     lines.append("")
-    for r in result.results:
-        v = r.verdict()
-        lines.append(
-            f"Verdict {r.subject.name}: large/small {v['ratio_of_medians']:.3f} (ratio of "
-            f"medians; median of pairs {v['paired_ratio_median']:.3f}, ~95 % interval "
-            f"{span(v['interval'], '.3f')}), target <= {RATIO_TARGET:g}: {v['outcome']}"
-        )
+    lines += [verdict_line(r.subject.name, r.verdict(), RATIO_TARGET) for r in result.results]
     return "\n".join(lines)
 
 

@@ -37,7 +37,7 @@ from pathlib import Path
 from time import perf_counter
 from typing import Any, Final
 
-from benchlib import ROOT, code_under_test, describe_code, environment, span
+from benchlib import ROOT, code_under_test, describe_code, environment, span, verdict_line
 from collectors import RATIO_TARGET, SIZES, WARMUP, Result, Subject, connect, flush
 from psycopg import AsyncConnection, sql
 from psycopg.rows import DictRow
@@ -291,13 +291,7 @@ def render(env: dict[str, Any], result: Run, repetitions: int) -> str:
             f"{v['paired_ratio_median']:.3f} {span(v['interval'], '.3f')}"
         )
     lines.append("")
-    for r in result.results:
-        v = r.verdict()
-        lines.append(
-            f"Verdict {r.subject.name}: large/small {v['ratio_of_medians']:.3f} (ratio of "
-            f"medians; median of pairs {v['paired_ratio_median']:.3f}, ~95 % interval "
-            f"{span(v['interval'], '.3f')}), target <= {RATIO_TARGET:g}: {v['outcome']}"
-        )
+    lines += [verdict_line(r.subject.name, r.verdict(), RATIO_TARGET) for r in result.results]
     return "\n".join(lines)
 
 
