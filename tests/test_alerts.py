@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 import subprocess
 import time
 import urllib.request
@@ -15,6 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.ports import listening_port
 from tests.tools import require_tool
 
 ALERTS = Path(__file__).resolve().parent.parent / "alerts"
@@ -196,13 +196,6 @@ def test_symptoms_of_an_outage_are_not_mistaken_for_it() -> None:
             "CheckpointExporterDown"}.isdisjoint(silenced)  # fmt: skip
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def http(url: str, body: Any = None) -> Any:
     data = None if body is None else json.dumps(body).encode()
     request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
@@ -213,27 +206,25 @@ def http(url: str, body: Any = None) -> Any:
 
 @pytest.fixture
 def alertmanager(tmp_path: Path) -> Iterator[str]:
-    """A real Alertmanager running the example config on a free port; yields its base URL."""
+    """A real Alertmanager running the example config on port 0; yields its base URL."""
     binary = require_tool("prometheus-alertmanager")
-    port = free_port()
     log = tmp_path / "alertmanager.log"
-    with log.open("w") as output:
+    with log.open("wb") as output:
         process = subprocess.Popen(
             [binary, f"--config.file={ALERTMANAGER_CONFIG}", f"--storage.path={tmp_path}",
-             f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address="],
+             "--web.listen-address=127.0.0.1:0", "--cluster.listen-address="],
             stdout=output, stderr=subprocess.STDOUT,
         )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 20
-        while True:
+        url = f"http://127.0.0.1:{listening_port(log, process)}"
+        deadline = time.monotonic() + 60
+        while True:  # listening comes before ready
             try:
                 http(url + "/-/ready")
                 break
             except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"Alertmanager did not start:\n{log.read_text()}")
-                time.sleep(0.1)
+                assert time.monotonic() < deadline, f"Alertmanager not ready:\n{log.read_text()}"
+                time.sleep(0.05)
         yield url
     finally:
         process.terminate()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from time import monotonic, time
 
 import aiohttp
@@ -29,8 +29,9 @@ from exporter.workflows.canary import (
     canary_content,
 )
 from exporter.workflows.schema import CANARY_THREAD_ID
+from tests.ports import refused_port
 from tests.samples import Samples, parse_metrics, samples_of, value
-from tests.test_factory import closed_port
+from tests.waiting import eventually
 
 PASSWORD = "canary_secret_pw"
 PREFIX = "langgraph_checkpointer_canary_"
@@ -77,14 +78,6 @@ def corrupt_blobs(dsn: str, schema: str) -> int:
 async def collected(settings: Settings, canary: Canary) -> Samples:
     ctx = ScrapeContext(settings, canary=canary.status())
     return samples_of(await CanaryCollector().collect(ctx))
-
-
-async def eventually(condition: Callable[[], bool], seconds: float = 5.0) -> None:
-    """Wait until ``condition()`` holds; the background tasks offer no event to wait on."""
-    deadline = monotonic() + seconds
-    while not condition():
-        assert monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.01)
 
 
 def test_content_is_derived_from_the_seed() -> None:
@@ -196,7 +189,7 @@ async def test_database_down_counts_errors_without_raising_or_leaking(
     settings: Settings,
 ) -> None:
     """An unreachable database: each probe counts an error, one warning in all, no password."""
-    url = f"postgresql://exporter:{PASSWORD}@127.0.0.1:{closed_port()}/app"
+    url = f"postgresql://exporter:{PASSWORD}@127.0.0.1:{refused_port()}/app"
     down = settings.replace(postgres_connection_string=url)
     canary = Canary(url, down)
     try:
@@ -317,8 +310,4 @@ async def test_a_database_without_tables_is_not_probed(settings: Settings) -> No
         assert (document["status"], code) == ("healthy", 200)
         assert settings.postgres_connection_string is not None
         await prepare_schema(settings.postgres_connection_string, settings)
-        for _ in range(100):
-            if canary.status().last_result == "success":
-                break
-            await asyncio.sleep(0.05)
-        assert canary.status().last_result == "success"
+        await eventually(lambda: canary.status().last_result == "success")

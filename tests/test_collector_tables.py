@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -43,6 +42,7 @@ from exporter.collectors.tables import (
 )
 from exporter.settings import Settings
 from tests.samples import Clock, Samples, samples_of, scrape_context, value
+from tests.waiting import eventually
 
 CHECKPOINTS = 20_000
 THREAD_COUNT = 400
@@ -552,12 +552,11 @@ async def test_dead_rows_and_vacuum_follow_the_table(dsn: str, settings: Setting
 
         async def scrape_until(done: Callable[[Samples], bool]) -> Samples:
             # A session reports its statistics once idle, shortly after its statement.
-            for _ in range(50):
+            async def scraped() -> Samples | None:
                 samples = samples_of(await TablesCollector().collect(ctx))
-                if done(samples):
-                    break
-                await asyncio.sleep(0.1)
-            return samples
+                return samples if done(samples) else None
+
+            return await eventually(scraped, what="the statistics to arrive")
 
         samples = await scrape_until(lambda samples: dead(samples) == deleted)
         assert dead(samples) == deleted

@@ -21,14 +21,13 @@ import asyncio
 import contextlib
 import re
 import signal
-import socket
 import subprocess
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import aiohttp
 import psycopg
@@ -44,7 +43,9 @@ from exporter.settings import Settings
 from exporter.sidecar import Sidecar
 from exporter.workload import compile_workflow, initial_state
 from tests.dashboards import dashboard_expressions, substitute
+from tests.ports import listening_port
 from tests.tools import require_tool
+from tests.waiting import eventually
 
 ROOT = Path(__file__).resolve().parent.parent
 ALERTS = ROOT / "alerts"
@@ -76,14 +77,6 @@ ABSENT_METRICS: dict[str, str] = {
     ),
 }
 METRIC_NAME = re.compile(r"\b(langgraph_checkpointer_[a-z0-9_]+)\b")
-
-T = TypeVar("T")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -262,20 +255,6 @@ class Prometheus:
         return bool(await self.query(f'ALERTS{{alertname="{alertname}", alertstate="firing"}}'))
 
 
-async def eventually(
-    check: Callable[[], Awaitable[T | None]], within: float, what: str, poll: float = 0.25
-) -> T:
-    """The first truthy result of ``check``, polled until ``within`` seconds have passed."""
-    deadline = time.monotonic() + within
-    while True:
-        result = await check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {within:g} s waiting for {what}")
-        await asyncio.sleep(poll)
-
-
 # ---------------------------------------------------------------------------------------------
 # The application side
 
@@ -364,7 +343,6 @@ async def test_error_budget_page_fires_resolves_and_dashboards_show_data(
     alertmanager_bin = require_tool("prometheus-alertmanager")
     settings = settings.replace(canary_interval=2.0, tables_interval=1.0)
     notifications = Notifications()
-    am_port, prom_port = free_port(), free_port()
 
     async with (
         aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session,
@@ -375,46 +353,44 @@ async def test_error_budget_page_fires_resolves_and_dashboards_show_data(
         target = f"127.0.0.1:{sidecar.port}"
         am_yml = tmp_path / "alertmanager.yml"
         am_yml.write_text(yaml.safe_dump(alertmanager_config(webhook_url)))
-        prom_yml = tmp_path / "prometheus.yml"
-        prom_yml.write_text(yaml.safe_dump(prometheus_config(target, f"127.0.0.1:{am_port}")))
         am_log, prom_log = tmp_path / "alertmanager.log", tmp_path / "prometheus.log"
-        with (
-            process(
-                [
-                    alertmanager_bin,
-                    f"--config.file={am_yml}",
-                    f"--storage.path={tmp_path / 'am-data'}",
-                    f"--web.listen-address=127.0.0.1:{am_port}",
-                    "--cluster.listen-address=",
-                    "--log.level=warn",
-                ],
-                am_log,
-            ) as alertmanager,
-            process(
+        with process(
+            [
+                alertmanager_bin,
+                f"--config.file={am_yml}",
+                f"--storage.path={tmp_path / 'am-data'}",
+                "--web.listen-address=127.0.0.1:0",
+                "--cluster.listen-address=",
+            ],
+            am_log,
+        ) as alertmanager:
+            am_port = await asyncio.to_thread(listening_port, am_log, alertmanager)
+            await wait_ready(session, f"http://127.0.0.1:{am_port}/-/ready", alertmanager, am_log)
+            prom_yml = tmp_path / "prometheus.yml"
+            prom_yml.write_text(yaml.safe_dump(prometheus_config(target, f"127.0.0.1:{am_port}")))
+            with process(
                 [
                     prometheus_bin,
                     f"--config.file={prom_yml}",
                     f"--storage.tsdb.path={tmp_path / 'prom-data'}",
-                    f"--web.listen-address=127.0.0.1:{prom_port}",
-                    "--log.level=warn",
+                    "--web.listen-address=127.0.0.1:0",
                 ],
                 prom_log,
-            ) as prometheus_proc,
-        ):
-            await wait_ready(session, f"http://127.0.0.1:{am_port}/-/ready", alertmanager, am_log)
-            prom_url = f"http://127.0.0.1:{prom_port}"
-            await wait_ready(session, f"{prom_url}/-/ready", prometheus_proc, prom_log)
-            prometheus = Prometheus(session, prom_url)
+            ) as prometheus_proc:
+                prom_port = await asyncio.to_thread(listening_port, prom_log, prometheus_proc)
+                prom_url = f"http://127.0.0.1:{prom_port}"
+                await wait_ready(session, f"{prom_url}/-/ready", prometheus_proc, prom_log)
+                prometheus = Prometheus(session, prom_url)
 
-            await set_autovacuum(dsn, settings.postgres_schema, enabled=False)
-            workload = Workload(saver, workers=4)
-            workload.start()
-            try:
-                await run_scenario(prometheus, notifications, workload, settings, dsn)
-            finally:
-                await workload.stop()
-            await vacuum_analyze(dsn)
-            await check_dashboards(prometheus, target)
+                await set_autovacuum(dsn, settings.postgres_schema, enabled=False)
+                workload = Workload(saver, workers=4)
+                workload.start()
+                try:
+                    await run_scenario(prometheus, notifications, workload, settings, dsn)
+                finally:
+                    await workload.stop()
+                await vacuum_analyze(dsn)
+                await check_dashboards(prometheus, target)
 
 
 async def run_scenario(
@@ -430,7 +406,10 @@ async def run_scenario(
         within=30,
         what="a zero error ratio recorded",
     )
-    await asyncio.sleep(5)  # some healthy history for the ratios to weigh the errors against
+    await eventually(  # some healthy history for the ratios to weigh the errors against
+        lambda: prometheus.query(f'count_over_time({ERROR_RATIO}{{job="{JOB}"}}[5m]) >= 5'),
+        what="five healthy evaluations of the error ratio",
+    )
     assert await prometheus.value(f'{ERROR_RATIO}{{job="{JOB}"}}') == 0
     assert not await prometheus.firing(PAGE_ALERT)
     assert workload.failed == 0, "the workload failed before the fault"
@@ -481,9 +460,13 @@ async def check_dashboards(prometheus: Prometheus, instance: str) -> None:
         return found
 
     # A freshly sampled figure may take a scrape or two to arrive.
-    problems = await wrong()
-    deadline = time.monotonic() + 20
-    while problems and time.monotonic() < deadline:
-        await asyncio.sleep(1)
-        problems = await wrong()
-    assert not problems, "\n".join(problems)
+    problems: list[str] = []
+
+    async def settled() -> bool:
+        problems[:] = await wrong()
+        return not problems
+
+    try:
+        await eventually(settled, what="every dashboard query to answer as expected", poll=1)
+    except AssertionError as timed_out:
+        raise AssertionError("\n".join(problems)) from timed_out

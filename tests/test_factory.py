@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 from pathlib import Path
 
 import psycopg
@@ -15,13 +14,7 @@ from exporter import CheckpointerUnavailableError, build_checkpointer
 from exporter.checkpointer.backend import MEMORY, POSTGRES
 from exporter.settings import Settings
 from tests.graphs import config, review_graph
-
-
-def closed_port() -> int:
-    """A local TCP port with nothing listening on it."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from tests.ports import refused_port
 
 
 async def test_flag_off_builds_the_in_memory_saver(memory_settings: Settings) -> None:
@@ -107,7 +100,7 @@ async def test_replicas_starting_together_run_migrations_once(settings: Settings
 
 async def test_unreachable_database_fails_fast_without_the_password(settings: Settings) -> None:
     """An unreachable PostgreSQL raises one clear error naming it, password masked."""
-    url = f"postgresql://claude:s3cr3t-pw@127.0.0.1:{closed_port()}/claude_studio"
+    url = f"postgresql://claude:s3cr3t-pw@127.0.0.1:{refused_port()}/claude_studio"
     settings = settings.replace(postgres_connection_string=url)
     with pytest.raises(CheckpointerUnavailableError) as caught:
         async with build_checkpointer(settings, registry=CollectorRegistry()):
@@ -122,7 +115,7 @@ async def test_unreachable_database_fails_fast_without_the_password(settings: Se
 
 async def test_fallback_runs_in_memory_and_says_why(settings: Settings) -> None:
     """With fallback enabled, an unreachable PostgreSQL yields a working in-memory saver."""
-    url = f"postgresql://claude:s3cr3t-pw@127.0.0.1:{closed_port()}/claude_studio"
+    url = f"postgresql://claude:s3cr3t-pw@127.0.0.1:{refused_port()}/claude_studio"
     settings = settings.replace(postgres_connection_string=url, fallback_to_memory=True)
     async with build_checkpointer(settings, registry=CollectorRegistry()) as saver:
         assert saver.saver_name == "InMemorySaver"
@@ -148,7 +141,7 @@ async def test_fallback_start_up_error_never_chains_onto_the_applications_errors
     application's exception would carry that ``OSError`` as ``__context__``, and every
     traceback of it would show the connection failure as its cause.
     """
-    url = f"postgresql://claude:s3cr3t-pw@127.0.0.1:{closed_port()}/claude_studio"
+    url = f"postgresql://claude:s3cr3t-pw@127.0.0.1:{refused_port()}/claude_studio"
     settings = settings.replace(postgres_connection_string=url, fallback_to_memory=True)
     caught: ApplicationError | None = None
     try:

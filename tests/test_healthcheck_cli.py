@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry
 from exporter import Sidecar
 from exporter.server import HEALTH_PATH
 from exporter.settings import Settings
-from tests.test_factory import closed_port
+from tests.ports import refused_port
 
 
 async def healthcheck(
@@ -48,7 +48,7 @@ async def test_the_listen_address_setting_finds_the_sidecar(settings: Settings) 
 
 async def test_a_proxy_in_the_environment_is_not_used(settings: Settings) -> None:
     """A container's http_proxy must not stand between the check and the sidecar beside it."""
-    proxy = f"http://127.0.0.1:{closed_port()}"
+    proxy = f"http://127.0.0.1:{refused_port()}"
     env = {"http_proxy": proxy, "HTTP_PROXY": proxy, "no_proxy": "", "NO_PROXY": ""}
     async with Sidecar(settings, registry=CollectorRegistry()) as sidecar:
         result = await healthcheck("--url", sidecar.url + HEALTH_PATH, env=env)
@@ -57,7 +57,7 @@ async def test_a_proxy_in_the_environment_is_not_used(settings: Settings) -> Non
 
 async def test_an_unhealthy_sidecar_fails(settings: Settings) -> None:
     """A sidecar whose database does not answer is unhealthy (503): exit 1, no password."""
-    url = f"postgresql://u:s3cr3t-pw@127.0.0.1:{closed_port()}/db"
+    url = f"postgresql://u:s3cr3t-pw@127.0.0.1:{refused_port()}/db"
     down = settings.replace(postgres_connection_string=url, collector_timeout=0.5)
     async with Sidecar(down, registry=CollectorRegistry()) as sidecar:
         result = await healthcheck("--url", sidecar.url + HEALTH_PATH)
@@ -67,7 +67,7 @@ async def test_an_unhealthy_sidecar_fails(settings: Settings) -> None:
 
 async def test_nothing_listening_fails_with_one_line() -> None:
     """No sidecar at the address: exit 1 with one line on stderr, no traceback."""
-    result = await healthcheck("--url", f"http://127.0.0.1:{closed_port()}{HEALTH_PATH}")
+    result = await healthcheck("--url", f"http://127.0.0.1:{refused_port()}{HEALTH_PATH}")
     assert result.returncode == 1
     assert result.stdout == ""
     lines = result.stderr.strip().splitlines()

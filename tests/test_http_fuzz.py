@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import bcrypt
 import pytest
@@ -27,7 +27,6 @@ from exporter.checkpointer.factory import prepare_schema
 from exporter.settings import Settings
 from tests.postgres import fresh_database
 from tests.samples import parse_metrics, value
-from tests.test_factory import closed_port
 
 # Every exchange is bounded: a request that gets no complete answer in this time is a hang.
 ANSWER_TIMEOUT = 10.0
@@ -130,34 +129,33 @@ def get_status(server: Server, target: str, *headers: tuple[str, str]) -> int:
 
 
 def start_server(tmp: Path, env: dict[str, str], *flags: str) -> Server:
-    port = closed_port()
-    log_path = tmp / f"serve-{port}.log"
+    """``serve`` on port 0; its port from the ``sidecar_started`` entry of its log."""
+    log_path = tmp / f"serve-{len(list(tmp.glob('serve-*.log')))}.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             [
-                *(
-                    sys.executable,
-                    "-m",
-                    "exporter",
-                    "serve",
-                    f"--web.listen-address=127.0.0.1:{port}",
-                ),
+                *(sys.executable, "-m", "exporter", "serve", "--web.listen-address=127.0.0.1:0"),
                 *("--log.format=json", "--log.level=debug", *flags),
             ],
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=log,
         )
-    server = Server(process, port, log_path)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
+    deadline = time.monotonic() + 120
+    while True:
         assert process.poll() is None, log_path.read_text()
-        try:
-            if get_status(server, "/healthz") == 200:
-                return server
-        except OSError:
-            time.sleep(0.1)
-    raise AssertionError(f"the sidecar did not answer within 60s: {log_path.read_text()}")
+        started = [
+            entry
+            for entry in map(json.loads, log_path.read_text().split("\n")[:-1])
+            if entry.get("event") == "sidecar_started"
+        ]
+        if started:
+            break
+        assert time.monotonic() < deadline, f"the sidecar did not start: {log_path.read_text()}"
+        time.sleep(0.05)
+    port = urlsplit(str(started[0]["url"])).port
+    assert port is not None
+    return Server(process, port, log_path)
 
 
 def stop_server(server: Server) -> None:

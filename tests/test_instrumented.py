@@ -37,7 +37,7 @@ from exporter.checkpointer.instrumented import (
 )
 from exporter.settings import Settings
 from tests.graphs import config, review_graph
-from tests.test_canary import eventually
+from tests.waiting import eventually
 
 SAVER_TYPES = (InMemorySaver, PostgresSaver, AsyncPostgresSaver)
 
@@ -336,7 +336,7 @@ async def test_async_list_abandoned_in_a_loop_is_still_recorded(
     labels = {"operation": "list", "saver": "InMemorySaver"}
     total = "langgraph_checkpointer_operations_total"
     # The event loop closes the abandoned generator in a task of its own, soon after.
-    await eventually(lambda: registry.get_sample_value(total, labels) != 0, seconds=60)
+    await eventually(lambda: registry.get_sample_value(total, labels) != 0)
     assert sample(registry, total, **labels) == 1
 
 

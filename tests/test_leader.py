@@ -22,10 +22,10 @@ from exporter.collectors.pool import PoolCollector
 from exporter.settings import Settings
 from exporter.sql import LEADER_LOCK_KEY
 from tests.logstream import LogStream, started_url
+from tests.ports import refused_port
 from tests.samples import Samples, parse_metrics, value
-from tests.test_canary import eventually
-from tests.test_factory import closed_port
 from tests.test_serve import wait_until_serving
+from tests.waiting import eventually
 
 WIDE = "langgraph_checkpointer_test_wide"
 
@@ -110,7 +110,7 @@ async def test_without_election_every_sidecar_collects(settings: Settings) -> No
 
 async def test_no_database_means_no_leadership(settings: Settings) -> None:
     """An unreachable database: not leading, no database-wide series, the scrape still works."""
-    url = f"postgresql://u:pw@127.0.0.1:{closed_port()}/db"
+    url = f"postgresql://u:pw@127.0.0.1:{refused_port()}/db"
     settings = settings.replace(postgres_connection_string=url, collector_timeout=1.0)
     async with aiohttp.ClientSession() as http, sidecar(settings) as car:
         assert not leads(await scrape(http, car))
@@ -150,7 +150,7 @@ async def test_a_killed_leader_is_replaced_at_the_next_scrape(
         process.send_signal(signal.SIGKILL)
         process.wait(timeout=30)
         # Polling the catalog: nothing signals when the server ends the dead session.
-        await eventually(lambda: not lock_holders(dsn, settings.postgres_schema), seconds=60)
+        await eventually(lambda: not lock_holders(dsn, settings.postgres_schema))
         assert leads(await scrape(http, survivor))
 
 
@@ -171,7 +171,7 @@ async def test_a_leader_whose_session_dies_drops_that_scrapes_wide_results(
             terminated = conn.execute("SELECT pg_terminate_backend(%s)", (holders[0],)).fetchone()
         assert terminated == (True,)
         # The backend exits a moment after it is told to.
-        await eventually(lambda: not lock_holders(dsn, schema), seconds=60)
+        await eventually(lambda: not lock_holders(dsn, schema))
         async with sidecar(settings) as second:
             assert leads(await scrape(http, second))
             samples = await scrape(http, first)

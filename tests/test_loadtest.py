@@ -11,11 +11,12 @@ from typing import Any
 
 import aiohttp
 from prometheus_client import CollectorRegistry
+from structlog.testing import capture_logs
 
 from exporter.loadtest import LoadtestOptions, percentile, run_loadtest
 from exporter.settings import ListenAddress, Settings
 from tests.samples import parse_metrics, value
-from tests.test_factory import closed_port
+from tests.waiting import eventually
 
 # The input checkpoint (step -1), the one after START, then one per node run:
 # plan, research, draft, review, draft, review.
@@ -52,31 +53,34 @@ async def test_report_accounts_for_every_operation(settings: Settings) -> None:
 
 async def test_loadtest_serves_metrics_while_it_runs(settings: Settings) -> None:
     """Given a listen address, the running workload can be scraped and its health read."""
-    port = closed_port()
-    settings = settings.replace(listen_address=ListenAddress("127.0.0.1", port))
+    settings = settings.replace(listen_address=ListenAddress("127.0.0.1", 0))
     options = LoadtestOptions(workflows=4, duration=4.0, think_time=0.01, serve=True)
     registry = CollectorRegistry()
-    run = asyncio.create_task(run_loadtest(settings, options, registry=registry))
     seen: dict[str, Any] = {}
+    with capture_logs() as logs:
+        run = asyncio.create_task(run_loadtest(settings, options, registry=registry))
+
+        def started() -> str | None:
+            assert not run.done(), "the load test ended before it served"
+            return next((e["url"] for e in logs if e["event"] == "sidecar_started"), None)
+
+        url = await eventually(started, what="the load test's sidecar to start")
     async with aiohttp.ClientSession() as http:
-        while not run.done() and "put" not in seen:
-            try:
-                async with http.get(f"http://127.0.0.1:{port}/metrics") as response:
-                    samples = parse_metrics(await response.text())
-                async with http.get(f"http://127.0.0.1:{port}/api/health/checkpointer") as r:
-                    seen["health"] = await r.json()
-            except aiohttp.ClientConnectionError:
-                await asyncio.sleep(0.1)
-                continue
-            put = value(
+
+        async def put_seen() -> bool:
+            async with http.get(f"{url}/metrics") as response:
+                samples = parse_metrics(await response.text())
+            async with http.get(f"{url}/api/health/checkpointer") as response:
+                seen["health"] = await response.json()
+            seen["put"] = value(
                 samples,
                 "langgraph_checkpointer_operations_total",
                 operation="put",
                 saver="AsyncPostgresSaver",
             )
-            if put > 0:
-                seen["put"] = put
-            await asyncio.sleep(0.1)
+            return seen["put"] > 0 or run.done()
+
+        await eventually(put_seen, what="a put counted while the load test runs")
     report = await run
     assert seen["put"] > 0
     assert seen["health"]["status"] == "healthy"

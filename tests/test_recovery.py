@@ -19,9 +19,9 @@ from exporter.settings import Settings
 from exporter.workflows.recovery import NO_CHECKPOINT, RecoveryCheck, RecoveryFailure
 from exporter.workflows.schema import CANARY_THREAD_ID
 from tests.graphs import config, review_graph
+from tests.ports import refused_port
 from tests.samples import samples_of, scrape_context, value
-from tests.test_canary import eventually
-from tests.test_factory import closed_port
+from tests.waiting import eventually
 
 GARBAGE = b"\xc1 not a serialized value"
 PREFIX = "langgraph_checkpointer_recovery_"
@@ -174,7 +174,7 @@ async def test_without_the_workflow_table_nothing_is_checked(settings: Settings,
 
 async def test_an_unreachable_database_is_reported_not_raised(settings: Settings) -> None:
     """The database is down: run() returns a report with the error; check() raises."""
-    url = f"postgresql://exporter:pw_secret_1@127.0.0.1:{closed_port()}/app"
+    url = f"postgresql://exporter:pw_secret_1@127.0.0.1:{refused_port()}/app"
     down = settings.replace(postgres_connection_string=url)
     check = RecoveryCheck(url, down)
     with capture_logs() as logs:

@@ -26,8 +26,8 @@ from exporter.scrape import (
     STATEMENT_TIMEOUT,
 )
 from exporter.settings import Settings
+from tests.ports import refused_port
 from tests.samples import Samples, parse_metrics, value
-from tests.test_factory import closed_port
 from tests.test_sidecar import HangingCollector, RaisingCollector
 
 COLLECTORS = ("activity", "migrations", "pool", "statements", "tables")
@@ -138,7 +138,7 @@ class UnreachableCollector:
     database_wide: ClassVar[bool] = False
 
     async def collect(self, ctx: ScrapeContext) -> list[Metric]:
-        await psycopg.AsyncConnection.connect(f"postgresql://x@127.0.0.1:{closed_port()}/x")
+        await psycopg.AsyncConnection.connect(f"postgresql://x@127.0.0.1:{refused_port()}/x")
         return []
 
 

@@ -42,8 +42,8 @@ from exporter.workflows.integrity import full_pass
 from exporter.workflows.tracker import WorkflowTracker
 from tests.graphs import config, review_graph
 from tests.logstream import LogStream, started_url
+from tests.ports import refused_port
 from tests.samples import samples_of, value
-from tests.test_factory import closed_port
 
 
 class Token:
@@ -181,7 +181,7 @@ def test_no_secret_reaches_any_output(
         "--canary.interval=1s",
         "--collector.timeout=2s",
     )
-    down = closed_port()
+    down = refused_port()
     secret = quote(database_password.value, safe="")
     bad_port = f"postgresql://{name}:{secret}@127.0.0.1:notaport/x"
     conninfo = f"host=127.0.0.1 port={down} user={name} dbname=x password='{secret}'"

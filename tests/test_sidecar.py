@@ -23,8 +23,8 @@ from exporter.collectors.base import ScrapeContext
 from exporter.collectors.pool import PoolCollector
 from exporter.settings import ListenAddress, Settings
 from tests.graphs import config, review_graph
+from tests.ports import refused_port
 from tests.samples import parse_metrics, value
-from tests.test_factory import closed_port
 
 PASSWORD = "development_password"
 
@@ -160,7 +160,7 @@ async def test_database_down_keeps_metrics_answering(
     settings: Settings, http: aiohttp.ClientSession
 ) -> None:
     """With PostgreSQL unreachable: /metrics 200 with up 0, health and readiness 503, quickly."""
-    url = f"postgresql://claude:{PASSWORD}@127.0.0.1:{closed_port()}/claude_studio"
+    url = f"postgresql://claude:{PASSWORD}@127.0.0.1:{refused_port()}/claude_studio"
     settings = settings.replace(postgres_connection_string=url, collector_timeout=1.0)
     async with Sidecar(settings, registry=CollectorRegistry()) as sidecar:
         started = monotonic()
@@ -199,7 +199,7 @@ async def test_memory_mode_and_fallback_health(
     assert document["postgres"]["enabled"] is False
     assert document["postgres"]["connectionString"] is None
 
-    url = f"postgresql://claude:{PASSWORD}@127.0.0.1:{closed_port()}/claude_studio"
+    url = f"postgresql://claude:{PASSWORD}@127.0.0.1:{refused_port()}/claude_studio"
     fallback = settings.replace(
         postgres_connection_string=url, fallback_to_memory=True, collector_timeout=1.0
     )

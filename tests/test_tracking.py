@@ -26,9 +26,9 @@ from exporter.settings import Settings
 from exporter.workflows import schema
 from exporter.workflows.tracker import ERROR_CHANNEL, INTERRUPT_CHANNEL
 from tests.graphs import config, review_graph
+from tests.ports import refused_port
 from tests.samples import samples_of, value
-from tests.test_canary import eventually
-from tests.test_factory import closed_port
+from tests.waiting import eventually
 
 Graph = CompiledStateGraph[Any, Any, Any, Any]
 FAST: dict[str, Any] = {"tracking_flush_interval": 0.05}
@@ -295,7 +295,7 @@ async def test_an_unreachable_database_keeps_a_bounded_batch(
 ) -> None:
     """Against a closed port, flushes fail fast as `connection` errors; pending threads stay
     bounded, the oldest dropped and counted, and observing never raises."""
-    conninfo = f"host=127.0.0.1 port={closed_port()} dbname=none user=none connect_timeout=1"
+    conninfo = f"host=127.0.0.1 port={refused_port()} dbname=none user=none connect_timeout=1"
     tracker = WorkflowTracker(conninfo, settings, registry=registry, max_pending_threads=3)
     async with tracker:
         for index in range(5):
@@ -436,7 +436,7 @@ async def test_the_background_flush_writes_without_being_asked(
         pending = value(samples, "langgraph_checkpointer_tracking_pending_threads")
         return drained == expected and pending == 0
 
-    await eventually(written_out, seconds=60)
+    await eventually(written_out)
     assert_matches_checkpoints(await tracked(dsn, settings), await written(dsn, settings))
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from exporter.settings import Settings
-from tests.test_factory import closed_port
+from tests.ports import refused_port
 from tests.test_recovery import corrupt, garbage_error, run_graphs, track
 
 PASSWORD = "verify_secret_pw"
@@ -100,7 +100,7 @@ def test_limit_flag_is_respected(workflows: Settings, dsn: str, tmp_path: Path) 
 
 def test_unreachable_database_exits_2_with_one_clean_line(tmp_path: Path) -> None:
     """PostgreSQL down: exit 2, one error line, no traceback, no password."""
-    url = f"postgresql://exporter:{PASSWORD}@127.0.0.1:{closed_port()}/app"
+    url = f"postgresql://exporter:{PASSWORD}@127.0.0.1:{refused_port()}/app"
     done = verify(url, tmp_path)
     assert done.returncode == 2
     lines = done.stderr.splitlines()

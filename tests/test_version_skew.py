@@ -43,7 +43,7 @@ from exporter.workflows.canary import SUCCESS
 from exporter.workflows.recovery import RecoveryCheck
 from exporter.workflows.saver_schema import SAVER_COLUMNS, read_saver_schema
 from tests.samples import Samples, parse_metrics, samples_of, scrape_context, value
-from tests.test_canary import eventually
+from tests.waiting import eventually
 
 RECORDED = Path(__file__).resolve().parent / "schemas" / "savers"
 SUCCESS_GAUGE = "langgraph_checkpointer_scrape_collector_success"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import aiohttp
@@ -16,6 +15,7 @@ from exporter.workflows.integrity import full_pass
 from exporter.workflows.schema import STATUSES
 from tests.graphs import config, review_graph
 from tests.samples import Samples, parse_metrics, value
+from tests.waiting import eventually
 
 EXPECTED = {"completed": 2, "interrupted": 1, "failed": 1, "running": 2, "cancelled": 0}
 
@@ -35,6 +35,16 @@ async def health(http: aiohttp.ClientSession, sidecar: Sidecar) -> dict[str, Any
 def threads(samples: Samples) -> dict[str, float]:
     name = "langgraph_checkpointer_workflows_threads"
     return {status: value(samples, name, status=status) for status in STATUSES}
+
+
+async def age_running(dsn: str, schema: str, hours: float) -> None:
+    """Move the running workflows' last activity back, as if no checkpoint came since."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(
+            f"UPDATE {schema}.workflow_metadata SET last_activity = last_activity"
+            " - make_interval(hours => %s) WHERE status = 'running'",
+            (hours,),
+        )
 
 
 async def corrupt_one_blob(dsn: str, schema: str, thread_id: str) -> None:
@@ -65,7 +75,7 @@ async def test_statuses_restart_recovery_and_damage(settings: Settings, dsn: str
     """Statuses and stuck counts match the runs; a restart reads the canary back and recovers
     the running workflows; one corrupted blob fails exactly that thread in both checks."""
     settings = settings.replace(
-        tracking_flush_interval=0.05, stuck_after=1.0, canary_interval=0.2, integrity_batch=2
+        tracking_flush_interval=0.05, stuck_after=3600.0, canary_interval=0.2, integrity_batch=2
     )
     registry = CollectorRegistry()
     async with (
@@ -91,15 +101,15 @@ async def test_statuses_restart_recovery_and_damage(settings: Settings, dsn: str
             samples = await scrape(http, first)
             assert threads(samples) == EXPECTED
             assert value(samples, "langgraph_checkpointer_workflows_stuck_threads") == 0
-            await asyncio.sleep(1.2)  # past stuck_after, with no checkpoint since
+            await age_running(dsn, settings.postgres_schema, hours=2)  # past stuck_after
             samples = await scrape(http, first)
             assert value(samples, "langgraph_checkpointer_workflows_stuck_threads") == 2
-            for _ in range(100):  # the first probe runs once this sidecar has led a scrape
-                if value(samples, "langgraph_checkpointer_canary_last_success") == 1:
-                    break
-                await asyncio.sleep(0.05)
+
+            async def probed() -> bool:  # the first probe runs once this sidecar led a scrape
                 samples = await scrape(http, first)
-            assert value(samples, "langgraph_checkpointer_canary_last_success") == 1
+                return value(samples, "langgraph_checkpointer_canary_last_success") == 1
+
+            await eventually(probed, what="a successful canary probe")
 
         async with Sidecar(settings, checkpointer=saver, registry=CollectorRegistry()) as second:
             report = await second.check_recovery()

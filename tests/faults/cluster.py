@@ -23,7 +23,7 @@ from pathlib import Path
 from psycopg.conninfo import make_conninfo
 
 from tests.debian_postgres import SUPERUSER, service_user
-from tests.test_factory import closed_port
+from tests.ports import unused_port
 
 
 def _run(user: str | None, command: Sequence[str]) -> None:
@@ -97,13 +97,20 @@ def stoppable_cluster(bindir: Path) -> Iterator[StoppableCluster]:
     (private to root), so that the unprivileged server user can reach it.
     """
     workdir = Path(tempfile.mkdtemp(prefix="pg-faults-"))
-    cluster = StoppableCluster(bindir, workdir, closed_port())
+    cluster = StoppableCluster(bindir, workdir, unused_port())
     if cluster.user is not None:
         entry = pwd.getpwnam(cluster.user)
         os.chown(workdir, entry.pw_uid, entry.pw_gid)
     try:
         cluster.initialize()
-        cluster.start()
+        for attempt in range(3):  # the port found free may be taken before the server binds it
+            try:
+                cluster.start()
+                break
+            except RuntimeError:
+                if attempt == 2 or "could not bind" not in cluster.log.read_text(errors="replace"):
+                    raise
+                cluster.port = unused_port()
         try:
             yield cluster
         finally:

@@ -47,8 +47,8 @@ from tests.faults.harness import (
     unreadable_checkpoints,
 )
 from tests.faults.proxy import FaultyProxy
+from tests.logstream import LogStream, started_url
 from tests.samples import Samples
-from tests.test_factory import closed_port
 
 WORKFLOWS = 100
 POLL_INTERVAL = 0.1
@@ -656,16 +656,17 @@ async def sidecar_restart(dsn: str, workflows: int = WORKFLOWS) -> RestartResult
         await conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
     settings = fault_settings(dsn)
     ledger = Ledger()
-    port = closed_port()
-    url = f"http://127.0.0.1:{port}"
+    address = "127.0.0.1:0"  # the first start picks a port; the restart binds the same one
     async with build_checkpointer(settings, registry=CollectorRegistry()) as saver:
         ledger.install(saver)
         await park_workflows(saver, PARKED)
         workload = Workload(saver, workflows)
         workload.start()
         try:
-            process = serve(dsn, port)
+            process, log = serve(dsn, address)
             try:
+                url = await asyncio.to_thread(started_url, log)
+                address = url.removeprefix("http://")
                 await wait_serving(url, process)
                 first = await scrape_until(url, lambda s: _canary_probes(s) >= 1)
                 result.before = database_figures(first)
@@ -675,8 +676,9 @@ async def sidecar_restart(dsn: str, workflows: int = WORKFLOWS) -> RestartResult
                 result.exit_code = await asyncio.to_thread(process.wait, 30)
             finally:
                 _kill(process)
-            process = serve(dsn, port)
+            process, log = serve(dsn, address)
             try:
+                assert await asyncio.to_thread(started_url, log) == url
                 await wait_serving(url, process)
                 result.down_seconds = time.monotonic() - stopped
                 second = await scrape_until(
@@ -721,20 +723,23 @@ def _canary_probes(samples: Samples) -> float:
     )
 
 
-def serve(dsn: str, port: int) -> subprocess.Popen[bytes]:
-    """``checkpoint-exporter serve`` on ``dsn``, as its own process."""
+def serve(dsn: str, address: str) -> tuple[subprocess.Popen[bytes], LogStream]:
+    """``checkpoint-exporter serve`` on ``dsn``, as its own process, and its JSON log."""
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("CHECKPOINT_EXPORTER_", "POSTGRES_", "USE_POSTGRES"))}  # fmt: skip
     env.update(
         POSTGRES_CONNECTION_STRING=dsn,
         CHECKPOINT_EXPORTER_CANARY_INTERVAL="1s",
         CHECKPOINT_EXPORTER_COLLECTOR_TIMEOUT="2s",
-        CHECKPOINT_EXPORTER_LOG_LEVEL="warning",
+        CHECKPOINT_EXPORTER_LOG_LEVEL="info",
+        CHECKPOINT_EXPORTER_LOG_FORMAT="json",
     )
-    return subprocess.Popen(
-        [sys.executable, "-m", "exporter", "serve", "--web.listen-address", f"127.0.0.1:{port}"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    process = subprocess.Popen(
+        [sys.executable, "-m", "exporter", "serve", "--web.listen-address", address],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )  # fmt: skip
+    assert process.stderr is not None
+    return process, LogStream(process.stderr)
 
 
 def _kill(process: subprocess.Popen[bytes]) -> None:
