@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import math
 import os
@@ -23,6 +24,16 @@ from exporter.embedded import embedded_database
 from exporter.settings import Settings
 
 ROOT: Final = Path(__file__).resolve().parents[1]
+
+
+def add_data_dir(parser: argparse.ArgumentParser) -> None:
+    """The ``--data-dir`` option every benchmark on the embedded PostgreSQL takes."""
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="embedded PostgreSQL data directory (default: a temporary one)",
+    )
 
 
 def median(values: Sequence[float]) -> float:

@@ -41,6 +41,7 @@ from typing import Any, Final
 
 from benchlib import (
     ROOT,
+    add_data_dir,
     code_under_test,
     describe_code,
     environment,
@@ -685,12 +686,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--repetitions", type=int, default=200, help="timings per row and size (200)"
     )
-    parser.add_argument(
-        "--data-dir",
-        type=Path,
-        default=None,
-        help="embedded PostgreSQL data directory (default: a temporary one)",
-    )
+    add_data_dir(parser)
     parser.add_argument(
         "--reuse",
         action="store_true",

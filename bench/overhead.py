@@ -38,6 +38,7 @@ from typing import Any, Final
 
 from benchlib import (
     ROOT,
+    add_data_dir,
     code_under_test,
     describe_code,
     environment,
@@ -760,12 +761,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=12, help="timed rounds per side (12)")
     parser.add_argument("--round-seconds", type=float, default=4.0, help="seconds per round (4)")
     parser.add_argument("--workflows", type=int, default=16, help="concurrent workflows (16)")
-    parser.add_argument(
-        "--data-dir",
-        type=Path,
-        default=None,
-        help="embedded PostgreSQL data directory (default: a temporary one)",
-    )
+    add_data_dir(parser)
     parser.add_argument(
         "--micro-reps", type=int, default=60, help="interleaved blocks per operation (60)"
     )

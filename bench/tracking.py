@@ -34,6 +34,7 @@ from typing import Any, Final
 
 from benchlib import (
     ROOT,
+    add_data_dir,
     code_under_test,
     describe_code,
     environment,
@@ -324,12 +325,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--round-seconds", type=float, default=3.0, help="seconds per workflow round (3)"
     )
     parser.add_argument("--workers", type=int, default=8, help="concurrent workers (8)")
-    parser.add_argument(
-        "--data-dir",
-        type=Path,
-        default=None,
-        help="embedded PostgreSQL data directory (default: a temporary one)",
-    )
+    add_data_dir(parser)
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     return parser.parse_args(argv)
 

@@ -37,7 +37,15 @@ from pathlib import Path
 from time import perf_counter
 from typing import Any, Final
 
-from benchlib import ROOT, code_under_test, describe_code, environment, span, verdict_line
+from benchlib import (
+    ROOT,
+    add_data_dir,
+    code_under_test,
+    describe_code,
+    environment,
+    span,
+    verdict_line,
+)
 from collectors import RATIO_TARGET, SIZES, WARMUP, Result, Subject, connect, flush
 from psycopg import AsyncConnection, sql
 from psycopg.rows import DictRow
@@ -333,12 +341,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--repetitions", type=int, default=200, help="timings per row and size (200)"
     )
-    parser.add_argument(
-        "--data-dir",
-        type=Path,
-        default=None,
-        help="embedded PostgreSQL data directory (default: a temporary one)",
-    )
+    add_data_dir(parser)
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = parser.parse_args(argv)
     floor = RUNNING + INTERRUPTED + PRUNE_CANDIDATES
