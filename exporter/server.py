@@ -85,7 +85,10 @@ def create_app(sidecar: Sidecar) -> web.Application:
     app[SIDECAR_KEY] = sidecar
     app[RENDERER_KEY] = Renderer(sidecar.registry)
     app.router.add_get("/", landing)
-    app.router.add_get(sidecar.settings.telemetry_path, metrics)
+    # A plain resource: the configured path is matched as written, never as a pattern.
+    telemetry = web.PlainResource(settings.telemetry_path)
+    app.router.register_resource(telemetry)
+    telemetry.add_route(hdrs.METH_GET, metrics)
     app.router.add_get(HEALTH_PATH, health)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)

@@ -300,11 +300,30 @@ def parse_listen_address(raw: str) -> ListenAddress:
     return ListenAddress(host, port)
 
 
-def parse_path(raw: str) -> str:
-    value = raw.strip()
-    if not value.startswith("/") or len(value) < 2 or any(ch in value for ch in "?# \t"):
-        raise ValueError(f"expected an absolute URL path such as /metrics, got {raw!r}")
-    return value
+@dataclass(frozen=True, slots=True)
+class LiteralPath:
+    """Parses a literal URL path; :meth:`validate` holds typed values to the same.
+
+    The router is given the path as it is, never as a pattern, so ``{`` and ``}`` are
+    refused rather than read as a variable. ``%`` is refused too: requests are routed by
+    their decoded path, which a percent escape could never equal.
+    """
+
+    def __call__(self, raw: str) -> str:
+        return self.validate(raw.strip())
+
+    def validate(self, value: Any) -> str:
+        if (
+            not isinstance(value, str)
+            or not value.startswith("/")
+            or not value.isprintable()
+            or any(ch.isspace() or ch in "?#%{}" for ch in value)
+        ):
+            raise ValueError(
+                "expected a literal URL path such as /metrics (no spaces, ?, #, % or { }), "
+                f"got {value!r}"
+            )
+        return value
 
 
 def parse_schema(raw: str) -> str:
@@ -415,9 +434,10 @@ SPECS: tuple[Spec, ...] = (
         "telemetry_path",
         f"{PREFIX}WEB_TELEMETRY_PATH",
         "--web.telemetry-path",
-        parse_path,
+        LiteralPath(),
         "/metrics",
-        "Path under which metrics are served.",
+        "Path under which metrics are served, matched as written: `{`, `}`, `%`, `?`, `#` "
+        "and spaces are refused.",
     ),
     Spec(
         "log_level",

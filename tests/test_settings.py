@@ -379,6 +379,15 @@ def test_check_rejects_reserved_telemetry_path(path: str) -> None:
         Settings(telemetry_path=path)
 
 
+@pytest.mark.parametrize("path", ["/{x}", "/{x:[}", "/metrics/{name}", "/m}", "/a%2Fb", "/a b"])
+def test_telemetry_path_is_a_literal_path(path: str) -> None:
+    """Pattern syntax, percent escapes and spaces are refused, from the environment and in code."""
+    with pytest.raises(SettingsError, match=r"CHECKPOINT_EXPORTER_WEB_TELEMETRY_PATH \(--web"):
+        Settings.load({"CHECKPOINT_EXPORTER_WEB_TELEMETRY_PATH": path}, {})
+    with pytest.raises(SettingsError, match="literal"):
+        Settings(telemetry_path=path)
+
+
 def test_direct_construction_rejects_min_above_max() -> None:
     """Settings built without load() are held to the pool rule when they are made."""
     with pytest.raises(SettingsError, match="POOL_MIN_SIZE"):
