@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import sys
 import urllib.error
 import urllib.request
@@ -142,10 +143,38 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Every option that takes a value, for _attach_values.
+VALUE_FLAGS = frozenset(
+    [spec.flag for spec in SPECS if spec.flag is not None]
+    + ["--" + name.replace("_", "-") for name in LOADTEST_OPTIONS]
+    + ["--url", "--output"]
+)
+
+
+def _attach_values(args: Sequence[str]) -> list[str]:
+    """``--flag -1s`` as ``--flag=-1s``: argparse takes a value starting with '-' for an option.
+
+    It then reports "expected one argument" instead of what is wrong with the value. A word
+    starting with '--' stays an option, so a flag left without its value is still reported.
+    """
+    attached: list[str] = []
+    for arg in args:
+        if (
+            attached
+            and attached[-1] in VALUE_FLAGS
+            and arg.startswith("-")
+            and not arg.startswith("--")
+        ):
+            attached[-1] = f"{attached[-1]}={arg}"
+        else:
+            attached.append(arg)
+    return attached
+
+
 def parse(argv: Sequence[str]) -> tuple[str, Settings, argparse.Namespace]:
     """Parse ``argv`` (``serve`` when no command is named); raise UsageError or SettingsError."""
     register_environment_secrets(os.environ)  # argparse errors may echo any argument
-    args = list(argv)
+    args = _attach_values(argv)
     if not args or (args[0].startswith("-") and args[0] not in ("-h", "--help", "--version")):
         args.insert(0, "serve")
     namespace = build_parser().parse_args(args)
@@ -344,6 +373,13 @@ def healthcheck(settings: Settings, url: str | None) -> int:
     return 0
 
 
+def _reason(exc: OSError) -> str:
+    """The system's own words for ``exc``, without the event loop's wrapping of them."""
+    if isinstance(exc, socket.gaierror) or not exc.errno or exc.errno < 0:
+        return exc.strerror or str(exc)
+    return os.strerror(exc.errno)
+
+
 def _fail(message: str, status: int) -> int:
     # One line, whatever the message quotes (argparse echoes arguments verbatim).
     line = " ".join(redact(message).splitlines())
@@ -376,6 +412,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(f"{spec.describe()}: {exc}", 1)
     except OSError as exc:
         # Binding the listen address is the only OSError that reaches here.
-        return _fail(f"--web.listen-address {settings.listen_address}: {exc.strerror or exc}", 1)
+        spec = next(spec for spec in SPECS if spec.field == "listen_address")
+        return _fail(
+            f"{spec.describe()}: cannot listen on {settings.listen_address}: {_reason(exc)}", 1
+        )
     except KeyboardInterrupt:
         return 130

@@ -7,6 +7,7 @@ variables and the README's configuration table (a test keeps them equal).
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -39,7 +40,10 @@ COLLECTORS = (
 # `options` string, where anything needing quotes would need escaping twice.
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 _INTEGER = re.compile(r"^[+-]?[0-9]+$")
-_DURATION = re.compile(r"^(?P<number>\d+(?:\.\d+)?)(?P<unit>ms|s|m|h|d)?$")
+# A sign is accepted so that a negative duration is reported as out of range.
+_DURATION = re.compile(r"^(?P<number>[+-]?\d+(?:\.\d+)?)(?P<unit>ms|s|m|h|d)?$")
+# One label of a host name; underscores too, since container and service names use them.
+_HOST_LABEL = re.compile(r"^[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86_400.0, None: 1.0}
 
 
@@ -288,16 +292,33 @@ def parse_listen_address(raw: str) -> ListenAddress:
         raise ValueError(f"expected host:port or :port, got {raw!r}")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ValueError(f"not a valid IPv6 address in {raw!r}") from None
     elif ":" in host:
         raise ValueError(f"an IPv6 host must be in brackets, got {raw!r}")
-    if any(ch.isspace() or ch in "/@[]" for ch in host):
-        raise ValueError(f"not a valid host in {raw!r}")
+    elif host:
+        _check_host(host, raw)
     if not (port_text.isascii() and port_text.isdigit()):
         raise ValueError(f"port must be a number, got {port_text!r}")
     port = int(port_text)
     if not 0 <= port <= 65535:
         raise ValueError(f"port must be between 0 and 65535, got {port}")
     return ListenAddress(host, port)
+
+
+def _check_host(host: str, raw: str) -> None:
+    """Refuse what could never be bound, at start rather than when binding."""
+    labels = host.split(".")
+    # A name whose last label is a number is an IPv4 address, as URL parsers read it.
+    if labels[-1].isascii() and labels[-1].isdigit():
+        try:
+            ipaddress.IPv4Address(host)
+        except ValueError:
+            raise ValueError(f"not a valid IPv4 address in {raw!r}") from None
+    elif len(host) > 253 or not all(_HOST_LABEL.match(label) for label in labels):
+        raise ValueError(f"not a valid host name in {raw!r}")
 
 
 @dataclass(frozen=True, slots=True)

@@ -114,6 +114,7 @@ class Sidecar:
         self._tasks: list[asyncio.Task[None]] = []
         self._runner: web.AppRunner | None = None
         self._site: web.TCPSite | None = None
+        self._started = False
 
     @property
     def integrity(self) -> IntegritySummary | None:
@@ -294,6 +295,7 @@ class Sidecar:
         except BaseException:
             await self.stop()
             raise
+        self._started = True
         log.info(
             "sidecar_started",
             url=self.url,
@@ -340,7 +342,10 @@ class Sidecar:
         if self._pool_warnings is not None:
             self._pool_warnings.close()
             self._pool_warnings = None
-        log.info("sidecar_stopped")
+        # A start that failed is reported by whoever called it, in one line.
+        if self._started:
+            self._started = False
+            log.info("sidecar_stopped")
 
     async def __aenter__(self) -> Sidecar:
         await self.start()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -107,6 +108,16 @@ CASES = [
     case("listen-port-word", ["--web.listen-address", "localhost:http"], "--web.listen-address"),
     case("listen-port-underscore", ["--web.listen-address", ":8_0"], "--web.listen-address"),
     case("listen-host-with-slash", ["--web.listen-address", "a/b:80"], "--web.listen-address"),
+    case(
+        "listen-ipv4-octet-too-big",
+        ["--web.listen-address", "999.1.1.1:80"],
+        "--web.listen-address",
+    ),
+    case("listen-ipv4-three-parts", ["--web.listen-address", "10.1.1:80"], "--web.listen-address"),
+    case("listen-ipv6-not-hex", ["--web.listen-address", "[::zz]:80"], "--web.listen-address"),
+    case("listen-host-empty-label", ["--web.listen-address", "a..b:80"], "--web.listen-address"),
+    case("listen-host-leading-hyphen", ["--web.listen-address", "-a.b:80"], "--web.listen-address"),
+    env_case("listen-host-comma", "CHECKPOINT_EXPORTER_WEB_LISTEN_ADDRESS", "a,b:80"),
     # Every numeric setting: negative, huge and non-numeric, by flag and by variable.
     *[
         case(f"{flag.lstrip('-')}-{kind}-flag", [f"{flag}={raw}"], flag)
@@ -302,6 +313,45 @@ def test_env_error_names_variable_and_flag(
     )
 
 
+@pytest.mark.parametrize(
+    "argv",
+    [["--pool.timeout", "-1s"], ["--pool.timeout=-1s"], ["serve", "--pool.timeout", "-1s"]],
+    ids=["separate", "joined", "after-command"],
+)
+def test_a_negative_value_reports_the_range(
+    argv: list[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A value that starts with '-' is the flag's value, not another flag: its range is reported."""
+    clear_environment(monkeypatch, tmp_path)
+    assert main(argv) == 2
+    assert capsys.readouterr().err == (
+        f"{PREFIX}CHECKPOINT_EXPORTER_POOL_TIMEOUT (--pool.timeout): "
+        "must be between 0.1s and 3600s, got -1s\n"
+    )
+
+
+def test_a_negative_loadtest_option_reports_the_range(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Load-test options take values starting with '-' the same way."""
+    clear_environment(monkeypatch, tmp_path)
+    assert main(["loadtest", "--workflows", "-4"]) == 2
+    assert capsys.readouterr().err == f"{PREFIX}--workflows: must be between 1 and 10000, got -4\n"
+
+
+def test_listen_address_hosts_that_parse(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, no_server: list[str]
+) -> None:
+    """Host names (with the underscores of container names), IPv4 and bracketed IPv6 parse."""
+    clear_environment(monkeypatch, tmp_path)
+    for address in ("my_service:80", "exporter-1.example.com:9877", "10.0.0.1:80", "[fe80::1]:80"):
+        assert main(["--web.listen-address", address]) == 0, address
+    assert no_server == ["serve"] * 4
+
+
 def test_flag_overrides_bad_variable(
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
@@ -430,6 +480,23 @@ def test_console_script_exits_2_cleanly(tmp_path: Path) -> None:
     assert done.stderr.startswith(f"{PREFIX}CHECKPOINT_EXPORTER_POOL_TIMEOUT")
     assert "Traceback" not in done.stderr
     assert PASSWORD not in done.stdout + done.stderr
+
+
+def test_a_taken_listen_address_exits_1_with_one_line(tmp_path: Path) -> None:
+    """Binding an address in use fails start with one line naming the setting and the reason."""
+    env = _clean_environment(tmp_path) | {"USE_POSTGRES_SAVER": "false"}
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        address = f"127.0.0.1:{taken.getsockname()[1]}"
+        done = _run(
+            [sys.executable, "-m", "exporter", "--web.listen-address", address], env, tmp_path
+        )
+    assert done.returncode == 1, done.stderr
+    assert done.stderr == (
+        f"{PREFIX}CHECKPOINT_EXPORTER_WEB_LISTEN_ADDRESS (--web.listen-address): "
+        f"cannot listen on {address}: Address already in use\n"
+    )
 
 
 def test_python_m_exporter_version(tmp_path: Path) -> None:
