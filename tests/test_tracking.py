@@ -125,8 +125,9 @@ def statuses(rows: dict[str, dict[str, Any]]) -> dict[str, tuple[str, str | None
 async def test_statuses_counts_and_ids_follow_what_each_graph_did(
     saver: InstrumentedSaver, dsn: str, settings: Settings
 ) -> None:
-    """Completed, interrupted, failed, cancelled and unmarked runs are stored as such, with
-    exactly the checkpoints LangGraph wrote and the newest root checkpoint's id."""
+    """Completed, interrupted, failed and cancelled runs are stored as such, marked or not
+    (the checkpoints say), with exactly the checkpoints LangGraph wrote and the newest root
+    checkpoint's id."""
     tracker = tracker_of(saver)
     graph = review_graph(saver)
     async with tracker.run("done"):
@@ -160,8 +161,8 @@ async def test_statuses_counts_and_ids_follow_what_each_graph_did(
         "asked": ("interrupted", None),
         "broken": ("failed", "ValueError"),
         "broken-unmarked": ("failed", "ValueError"),
-        "unmarked": ("running", None),
-        "nested": ("running", None),
+        "unmarked": ("completed", None),
+        "nested": ("completed", None),
         "nested-asked": ("interrupted", None),
         "cancelled": ("cancelled", "CancelledError"),
     }
@@ -175,8 +176,8 @@ async def test_statuses_counts_and_ids_follow_what_each_graph_did(
 async def test_resume_after_an_interrupt_runs_again_then_completes(
     saver: InstrumentedSaver, dsn: str, settings: Settings
 ) -> None:
-    """A resumed workflow is running again, and completed once marked; resuming inside the
-    same ``run()`` block ends completed."""
+    """A resumed workflow runs again and, reaching END, reads completed with no mark; a mark
+    still overrides; resuming inside the same ``run()`` block ends completed."""
     tracker = tracker_of(saver)
     graph = review_graph(saver)
     await graph.ainvoke({"n": 1, "ask": True}, config("t"))
@@ -185,10 +186,10 @@ async def test_resume_after_an_interrupt_runs_again_then_completes(
 
     await graph.ainvoke(Command(resume="yes"), config("t"))
     assert await tracker.flush()
-    assert (await tracked(dsn, settings))["t"]["status"] == "running"
-    tracker.mark_completed("t")
-    assert await tracker.flush()
     assert (await tracked(dsn, settings))["t"]["status"] == "completed"
+    tracker.mark_cancelled("t")
+    assert await tracker.flush()
+    assert (await tracked(dsn, settings))["t"]["status"] == "cancelled"
 
     async with tracker.run("again"):
         await graph.ainvoke({"n": 1, "ask": True}, config("again"))
@@ -199,9 +200,9 @@ async def test_resume_after_an_interrupt_runs_again_then_completes(
     assert await tracker.flush()
     rows = await tracked(dsn, settings)
     assert statuses(rows) == {
-        "t": ("completed", None),
+        "t": ("cancelled", None),
         "again": ("completed", None),
-        "nested": ("running", None),
+        "nested": ("completed", None),
     }
     assert_matches_checkpoints(rows, await written(dsn, settings))
 
@@ -210,7 +211,7 @@ async def test_a_late_save_never_undoes_a_status_but_a_newer_one_resumes(
     saver: InstrumentedSaver, dsn: str, settings: Settings
 ) -> None:
     """LangGraph may finish saving a checkpoint after the interrupt written against it, in a
-    later flush: that save counts, yet only a newer checkpoint sets the workflow running."""
+    later flush: that save counts, yet only a newer checkpoint changes the status."""
     tracker = tracker_of(saver)
     graph = review_graph(saver)
     await graph.ainvoke({"n": 1, "ask": True}, config("t"))
@@ -226,14 +227,14 @@ async def test_a_late_save_never_undoes_a_status_but_a_newer_one_resumes(
     assert row["status"] == "interrupted"
     assert row["checkpoint_count"] == (await written(dsn, settings))["t"][0] + 1
 
-    tracker.mark_completed("t")
+    tracker.mark_failed("t", "Abandoned")
     tracker.observe("put", (late, snapshot.checkpoint, {}, {}), {}, None)
     assert await tracker.flush()
-    assert (await tracked(dsn, settings))["t"]["status"] == "completed"
+    assert (await tracked(dsn, settings))["t"]["status"] == "failed"
 
     await graph.ainvoke(Command(resume="yes"), config("t"))
     assert await tracker.flush()
-    assert (await tracked(dsn, settings))["t"]["status"] == "running"
+    assert (await tracked(dsn, settings))["t"]["status"] == "completed"
 
 
 async def test_the_canary_thread_is_never_tracked(
@@ -414,7 +415,8 @@ async def _count_every_event_and_flush(
         return value(samples, "langgraph_checkpointer_tracking_events_total", event=event)
 
     assert events("checkpoint") == sum(count for count, _ in checkpoints.values())
-    assert (events("interrupt"), events("error"), events("mark")) == (1, 1, 1)
+    assert (events("interrupt"), events("error"), events("mark")) == (1, 1, 0)
+    assert events("run_end") == 3  # the two graph runs, and the run() block around one
     assert value(samples, "langgraph_checkpointer_tracking_rows_written_total") == 2
     flushes = value(samples, "langgraph_checkpointer_tracking_flushes_total")
     assert flushes >= 1

@@ -269,7 +269,8 @@ def _exemplar(held: tuple[str, float, float, float] | None) -> Exemplar | None:
 
 # Workflow tracking (exporter.workflows.tracker): every known label value, exported as zero.
 TRACKING_EVENTS = (
-    "checkpoint", "failed_write", "error", "interrupt", "mark", "delete", "prune", "unreadable",
+    "checkpoint", "failed_write", "error", "interrupt", "resume", "mark", "run_end", "delete",
+    "prune", "unreadable",
 )  # fmt: skip
 TRACKING_ERRORS = ("connection", "timeout", "missing_table", "rejected", "other")
 TRACKING_DROPS = ("overflow", "rejected")

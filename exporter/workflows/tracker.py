@@ -14,35 +14,43 @@ its own. A failed write keeps the updates for the next flush; while the
 database is away at most :data:`MAX_PENDING_THREADS` threads wait, the oldest
 given up first, and both are counted.
 
-What the events mean, from what LangGraph 1.2 writes:
+What the events mean. The status is LangGraph's own reading of the checkpoint
+(:mod:`exporter.workflows.progress`), so no application change is needed:
 
-- a successful ``put`` is a checkpoint: the count grows, the root namespace's
-  checkpoint becomes ``last_checkpoint_id`` and, if it is newer than every
-  checkpoint known for the thread, the workflow is ``running`` again (a resume);
-- a failed ``put`` or ``put_writes`` records ``last_error_class`` only;
+- a successful ``put`` is a checkpoint: the count grows, and a root checkpoint
+  newer than every one known for the thread becomes ``last_checkpoint_id`` and
+  sets the status from its due tasks: none is ``completed`` (the graph reached
+  END), some is ``running`` (a new step, or a resume);
 - a write to ``__error__`` (a node raised) marks it ``failed`` with the
   exception's class (``cancelled`` for ``CancelledError``), a write to
-  ``__interrupt__`` (``interrupt()``) ``interrupted``;
+  ``__interrupt__`` (``interrupt()``) ``interrupted``, a write to ``__resume__``
+  ``running`` again;
+- the end of the graph run (:mod:`exporter.workflows.runs`) settles a step still
+  due: nothing raised means a static breakpoint (``interrupted``), a cancelled
+  run ``cancelled``, any other exception ``failed``;
+- a failed ``put`` or ``put_writes`` records ``last_error_class`` only;
 - ``delete_thread`` and ``prune(strategy="delete")`` delete the row;
   ``prune(strategy="keep_latest")`` recounts its checkpoints from the table;
-- the application marks ``completed``, ``failed`` or ``cancelled``.
+- the application's marks (``completed``, ``failed``, ``cancelled``) override
+  the reading until a newer checkpoint comes.
 
-Checkpoint ids are time-ordered UUIDs, so "newer" compares ids, never arrival:
-LangGraph may finish saving a step's checkpoint after that step's interrupt
-was written, and that late save must not undo the interrupt. Static
-breakpoints (``interrupt_before``/``interrupt_after``) write nothing and stay
-``running``.
+Every status is about one checkpoint, and checkpoint ids are time-ordered UUIDs,
+so "newer" compares ids, never arrival: LangGraph may finish saving a step's
+checkpoint after that step's interrupt was written, and that late save must
+not undo the interrupt. A status read from a save needs a strictly newer
+checkpoint; one from a write, a run's end or a mark holds for the same one.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Mapping
 from time import perf_counter, time
 from types import TracebackType
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
+from uuid import UUID
 
 import psycopg
 from prometheus_client import CollectorRegistry
@@ -54,6 +62,17 @@ from exporter.database import exporter_connect_kwargs
 from exporter.log import get_logger
 from exporter.redact import describe_error
 from exporter.settings import Settings
+from exporter.workflows.progress import (
+    ERROR,
+    INTERRUPT,
+    RESUME,
+    Phase,
+    due_tasks,
+    error_name,
+    judge,
+    settled,
+    status,
+)
 from exporter.workflows.schema import (
     CANARY_THREAD_ID,
     CANCELLED,
@@ -63,26 +82,32 @@ from exporter.workflows.schema import (
     TABLE,
 )
 
+if TYPE_CHECKING:
+    from exporter.workflows.runs import RunWatcher
+
 log = get_logger("tracking")
 
-# LangGraph's reserved channels (langgraph._internal._constants; a test keeps them equal).
-ERROR_CHANNEL: Final = "__error__"
-INTERRUPT_CHANNEL: Final = "__interrupt__"
+ERROR_CHANNEL: Final = ERROR
+INTERRUPT_CHANNEL: Final = INTERRUPT
 # Threads waiting to be written while the database is away; beyond it the oldest are dropped.
 MAX_PENDING_THREADS: Final = 10_000
+# Runs going on at once; beyond it the oldest (a stream never finished) is forgotten.
+MAX_RUNS: Final = 100_000
 
 # Event kinds, the first field of every queued tuple:
-# (kind, thread_id, checkpoint_ns, checkpoint_id, wall time, detail).
+# (kind, thread_id, checkpoint_ns, checkpoint_id, wall time, detail); a PUT's detail is the
+# status its due tasks give (None outside the root namespace).
 PUT: Final = 0
 FAILED_WRITE: Final = 1  # detail: the exception's class name
 ERROR_WRITE: Final = 2  # detail: the written exception's class name
 INTERRUPT_WRITE: Final = 3
 DELETE: Final = 4
 MARK: Final = 5  # detail: (status, error class or None)
-RUN_START: Final = 6
-RUN_END: Final = 7  # detail: like MARK, or None for "completed unless interrupted"
+RUN_START: Final = 6  # detail: the run's token
+RUN_END: Final = 7  # detail: (token, what the run raised or None, a MARK's detail or None)
 UNREADABLE: Final = 8
 PRUNE: Final = 9  # detail: the strategy
+RESUME_WRITE: Final = 10
 
 # Which `tracking_events_total{event}` each kind counts under (RUN_START counts nowhere).
 _EVENT_LABELS: Final[Mapping[int, str]] = {
@@ -90,9 +115,10 @@ _EVENT_LABELS: Final[Mapping[int, str]] = {
     FAILED_WRITE: "failed_write",
     ERROR_WRITE: "error",
     INTERRUPT_WRITE: "interrupt",
+    RESUME_WRITE: "resume",
     DELETE: "delete",
     MARK: "mark",
-    RUN_END: "mark",
+    RUN_END: "run_end",
     UNREADABLE: "unreadable",
     PRUNE: "prune",
 }
@@ -101,21 +127,30 @@ Event = tuple[int, Any, str, str | None, float, Any]
 _UNREADABLE_EVENT: Final[Event] = (UNREADABLE, None, "", None, 0.0, None)
 
 # One statement per flush. Existing rows are updated under their row lock, so
-# the resume test reads the committed `last_checkpoint_id`; the rest are
-# inserted, and a thread another process inserted meanwhile is merged.
+# the status test reads the committed `last_checkpoint_id`; the rest are
+# inserted, and a thread another process inserted meanwhile is merged. A batch's
+# status is about checkpoint `status_id`: it applies when that is newer than the
+# row's checkpoint, or the same one unless it was read from a save (`strict`);
+# without an id (a mark) it always applies. A reading that followed a mark in the
+# batch and does not apply leaves the mark (`fallback`).
 UPSERT: Final = """
 WITH d AS (
     SELECT * FROM unnest(
-        %(thread_id)s::text[], %(status)s::text[], %(resume_id)s::text[], %(last_id)s::text[],
-        %(checkpoints)s::bigint[], %(first_at)s::float8[], %(last_at)s::float8[],
-        %(error_class)s::text[]
-    ) AS d(thread_id, status, resume_id, last_id, checkpoints, first_at, last_at, error_class)
+        %(thread_id)s::text[], %(status)s::text[], %(status_id)s::text[], %(strict)s::bool[],
+        %(fallback)s::text[], %(last_id)s::text[], %(checkpoints)s::bigint[],
+        %(first_at)s::float8[], %(last_at)s::float8[], %(error_class)s::text[]
+    ) AS d(thread_id, status, status_id, strict, fallback, last_id, checkpoints, first_at,
+           last_at, error_class)
 ),
 updated AS (
     UPDATE {table} AS w SET
         status = CASE
-            WHEN d.resume_id COLLATE "C" > coalesce(w.last_checkpoint_id, '') THEN 'running'
-            ELSE coalesce(d.status, w.status)
+            WHEN d.status IS NULL THEN w.status
+            WHEN d.status_id IS NULL THEN d.status
+            WHEN d.status_id COLLATE "C" > coalesce(w.last_checkpoint_id, '') THEN d.status
+            WHEN d.status_id COLLATE "C" = coalesce(w.last_checkpoint_id, '') AND NOT d.strict
+                THEN d.status
+            ELSE coalesce(d.fallback, w.status)
         END,
         last_activity = greatest(w.last_activity, to_timestamp(d.last_at)),
         last_checkpoint_id = greatest(w.last_checkpoint_id COLLATE "C", d.last_id),
@@ -131,13 +166,16 @@ INSERT INTO {table} AS w (
     last_error_class
 )
 SELECT
-    d.thread_id,
-    CASE WHEN d.resume_id IS NOT NULL THEN 'running' ELSE coalesce(d.status, 'running') END,
-    to_timestamp(d.first_at), to_timestamp(d.last_at), d.last_id, d.checkpoints, d.error_class
+    d.thread_id, coalesce(d.status, 'running'), to_timestamp(d.first_at),
+    to_timestamp(d.last_at), d.last_id, d.checkpoints, d.error_class
 FROM d
 WHERE NOT EXISTS (SELECT FROM updated AS u WHERE u.thread_id = d.thread_id)
 ON CONFLICT (thread_id) DO UPDATE SET
-    status = excluded.status,
+    status = CASE
+        WHEN excluded.last_checkpoint_id COLLATE "C" >= coalesce(w.last_checkpoint_id, '')
+            THEN excluded.status
+        ELSE w.status
+    END,
     last_activity = greatest(w.last_activity, excluded.last_activity),
     last_checkpoint_id = greatest(w.last_checkpoint_id COLLATE "C", excluded.last_checkpoint_id),
     checkpoint_count = w.checkpoint_count + excluded.checkpoint_count,
@@ -157,15 +195,13 @@ WHERE w.thread_id = ANY(%(thread_id)s::text[])
 class Update:
     """What the events of one batch do to one thread's row, folded in arrival order.
 
-    ``resume_id`` is the newest root checkpoint saved after the batch's last
-    status change that was newer than everything before it in the batch: the
-    row goes back to ``running`` if it is also newer than the row's own
-    ``last_checkpoint_id``.
+    ``status`` is about checkpoint ``status_id`` (see ``UPSERT``); ``strict`` when it
+    was read from a save, which must not undo what a write said of the same checkpoint.
     """
 
     __slots__ = (
-        "checkpoints", "deleted", "error_class", "first_at", "last_at", "last_id", "recount",
-        "resume_id", "status", "touched",
+        "checkpoints", "deleted", "error_class", "fallback", "first_at", "last_at", "last_id",
+        "recount", "status", "status_id", "strict", "touched",
     )  # fmt: skip
 
     def __init__(self) -> None:
@@ -173,9 +209,10 @@ class Update:
         self._reset()
 
     def _reset(self) -> None:
-        self.touched = self.recount = False
+        self.touched = self.recount = self.strict = False
         self.status: str | None = None
-        self.resume_id: str | None = None
+        self.status_id: str | None = None
+        self.fallback: str | None = None
         self.last_id: str | None = None
         self.checkpoints = 0
         self.error_class: str | None = None
@@ -187,35 +224,59 @@ class Update:
             self.first_at = at
         self.last_at = max(self.last_at, at)
 
-    def _know(self, namespace: str, checkpoint_id: str | None) -> None:
-        if checkpoint_id is None or namespace != "":
-            return
-        if self.last_id is None or checkpoint_id > self.last_id:
+    def _know(self, checkpoint_id: str | None) -> None:
+        if checkpoint_id is not None and (self.last_id is None or checkpoint_id > self.last_id):
             self.last_id = checkpoint_id
 
-    def checkpoint(self, namespace: str, checkpoint_id: str, at: float) -> None:
+    def checkpoint(self, namespace: str, checkpoint_id: str, at: float, status: str | None) -> None:
         self._touch(at)
         self.checkpoints += 1
         if namespace == "" and (self.last_id is None or checkpoint_id > self.last_id):
-            self.resume_id = self.last_id = checkpoint_id
+            self.last_id = checkpoint_id
+            if status is not None:
+                self._read(status, checkpoint_id, strict=True)
+
+    def _read(self, status: str, checkpoint_id: str, *, strict: bool) -> None:
+        """Take ``status`` about ``checkpoint_id`` unless the batch knows a newer reading."""
+        current = self.status_id
+        if self.status is not None and current is None:  # after a mark: the row decides
+            self.fallback = self.status
+        elif current is not None and (
+            checkpoint_id < current or (checkpoint_id == current and strict)
+        ):
+            return
+        self.status, self.status_id, self.strict = status, checkpoint_id, strict
 
     def failed_write(self, error_class: str, at: float) -> None:
         self._touch(at)
         self.error_class = error_class
 
-    def mark(
+    def wrote(
         self,
         status: str,
         error_class: str | None,
         at: float,
-        namespace: str = "",
-        checkpoint_id: str | None = None,
+        namespace: str,
+        checkpoint_id: str | None,
     ) -> None:
+        """A status a write (or a run's end) gives checkpoint ``checkpoint_id``."""
         self._touch(at)
-        self.status, self.resume_id = status, None
         if error_class is not None:
             self.error_class = error_class
-        self._know(namespace, checkpoint_id)
+        if namespace != "":
+            return
+        self._know(checkpoint_id)
+        if checkpoint_id is None:
+            self.mark(status, None, at)
+        else:
+            self._read(status, checkpoint_id, strict=False)
+
+    def mark(self, status: str, error_class: str | None, at: float) -> None:
+        """The application's word: holds until a checkpoint newer than the row's."""
+        self._touch(at)
+        self.status, self.status_id, self.strict, self.fallback = status, None, False, None
+        if error_class is not None:
+            self.error_class = error_class
 
     def delete(self) -> None:
         self.deleted = True
@@ -231,8 +292,8 @@ def columns(updates: Mapping[str, Update]) -> dict[str, list[Any]]:
     out: dict[str, list[Any]] = {
         key: []
         for key in (
-            "thread_id", "status", "resume_id", "last_id", "checkpoints", "first_at", "last_at",
-            "error_class",
+            "thread_id", "status", "status_id", "strict", "fallback", "last_id", "checkpoints",
+            "first_at", "last_at", "error_class",
         )
     }  # fmt: skip
     for thread_id, update in sorted(updates.items()):
@@ -240,7 +301,9 @@ def columns(updates: Mapping[str, Update]) -> dict[str, list[Any]]:
             continue
         out["thread_id"].append(thread_id)
         out["status"].append(update.status)
-        out["resume_id"].append(update.resume_id)
+        out["status_id"].append(update.status_id)
+        out["strict"].append(update.strict)
+        out["fallback"].append(update.fallback)
         out["last_id"].append(update.last_id)
         out["checkpoints"].append(update.checkpoints)
         out["first_at"].append(update.first_at)
@@ -270,18 +333,21 @@ def error_reason(exc: BaseException) -> str:
 class WorkflowRun:
     """``with``/``async with tracker.run(thread_id)``: marks the workflow when the block ends.
 
-    Normal exit: ``completed``, unless the graph was interrupted in the block
-    and not resumed. An exception: ``failed`` with its class; cancellation
-    (or any other ``BaseException``): ``cancelled``. The exception is re-raised.
+    The graph's own runs already settle its status; the block adds the application's
+    word. Normal exit: the status the checkpoints give once the run has ended
+    (``completed``, or ``interrupted`` at a breakpoint or ``interrupt()``). An
+    exception: ``failed`` with its class; cancellation (or any other
+    ``BaseException``): ``cancelled``. The exception is re-raised.
     """
 
-    __slots__ = ("_thread_id", "_tracker")
+    __slots__ = ("_thread_id", "_token", "_tracker")
 
     def __init__(self, tracker: WorkflowTracker, thread_id: str) -> None:
         self._tracker, self._thread_id = tracker, thread_id
+        self._token = object()
 
     def __enter__(self) -> WorkflowRun:
-        self._tracker._emit((RUN_START, self._thread_id, "", None, time(), None))
+        self._tracker._emit((RUN_START, self._thread_id, "", None, time(), self._token))
         return self
 
     def __exit__(
@@ -290,16 +356,18 @@ class WorkflowRun:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        outcome: tuple[str, str | None] | None
+        mark: tuple[str, str | None] | None
         if exc is None:
-            outcome = None
+            mark = None
         elif isinstance(exc, _graph_interrupt()):
-            outcome = (INTERRUPTED, None)
+            mark = (INTERRUPTED, None)
         elif isinstance(exc, Exception):
-            outcome = (FAILED, type(exc).__name__)
+            mark = (FAILED, type(exc).__name__)
         else:
-            outcome = (CANCELLED, type(exc).__name__)
-        self._tracker._emit((RUN_END, self._thread_id, "", None, time(), outcome))
+            mark = (CANCELLED, type(exc).__name__)
+        raised = None if exc is None else type(exc).__name__
+        detail = (self._token, raised, mark)
+        self._tracker._emit((RUN_END, self._thread_id, "", None, time(), detail))
 
     async def __aenter__(self) -> WorkflowRun:
         return self.__enter__()
@@ -343,11 +411,15 @@ class WorkflowTracker:
         self._max_pending = max_pending_threads
         self._events: deque[Event] = deque()
         self._pending: dict[str, Update] = {}
-        # Open `run()` blocks: thread -> checkpoint id of an interrupt seen in the block.
-        self._runs: dict[str, str | None] = {}
+        # Runs going on (graph runs and `run()` blocks): token -> thread.
+        self._runs: dict[object, str] = {}
+        # For threads with a run going on: the newest root checkpoint's id, phase, error.
+        self._latest: dict[str, tuple[str, Phase, str | None]] = {}
+        self._running: Counter[str] = Counter()
         self._metrics: TrackingMetrics = tracking_metrics(registry)
         self._metrics.track(self)
         self._conn: AsyncConnection[Any] | None = None
+        self._watcher: RunWatcher | None = None
         self._task: asyncio.Task[None] | None = None
         self._flush_lock: asyncio.Lock | None = None
         self._closed = False
@@ -392,8 +464,9 @@ class WorkflowTracker:
             return
         checkpoint = args[1] if len(args) > 1 else kwargs["checkpoint"]
         namespace = configurable.get("checkpoint_ns", "")
+        phase = judge(due_tasks(checkpoint), ()).phase if namespace == "" else None
         self._events.append(
-            (PUT, configurable["thread_id"], namespace, checkpoint["id"], time(), None)
+            (PUT, configurable["thread_id"], namespace, checkpoint["id"], time(), phase)
         )
 
     def _on_put_writes(
@@ -405,9 +478,11 @@ class WorkflowTracker:
             return
         for channel, value in args[1] if len(args) > 1 else kwargs["writes"]:
             if channel == ERROR_CHANNEL:
-                kind, detail = ERROR_WRITE, type(value).__name__
+                kind, detail = ERROR_WRITE, error_name(value)
             elif channel == INTERRUPT_CHANNEL:
                 kind, detail = INTERRUPT_WRITE, None
+            elif channel == RESUME:
+                kind, detail = RESUME_WRITE, None
             else:
                 continue
             namespace = configurable.get("checkpoint_ns", "")
@@ -454,6 +529,14 @@ class WorkflowTracker:
         """A context manager marking the workflow by how its block ends (:class:`WorkflowRun`)."""
         return WorkflowRun(self, thread_id)
 
+    # -- graph runs (exporter.workflows.runs) ----------------------------------------------
+
+    def run_began(self, thread_id: str, run_id: UUID) -> None:
+        self._emit((RUN_START, thread_id, "", None, time(), run_id))
+
+    def run_ended(self, thread_id: str, run_id: UUID, raised: str | None) -> None:
+        self._emit((RUN_END, thread_id, "", None, time(), (run_id, raised, None)))
+
     # -- folding events --------------------------------------------------------------------
 
     def _update(self, thread_id: str) -> Update:
@@ -495,37 +578,78 @@ class WorkflowTracker:
         detail: Any,
     ) -> None:
         if kind == RUN_START:
-            self._runs[thread_id] = None
+            if len(self._runs) >= MAX_RUNS:  # runs that never ended: forget the oldest
+                self._forget(next(iter(self._runs)))
+            self._runs[detail] = thread_id
+            self._running[thread_id] += 1
             return
         if kind == RUN_END:
-            interrupted_at = self._runs.pop(thread_id, None)
-            if detail is None:
-                if interrupted_at is not None:
-                    return  # interrupted inside the block: it stays interrupted
-                detail = (COMPLETED, None)
-            kind = MARK
+            self._run_ended(thread_id, at, *detail)
+            return
         update = self._update(thread_id)
         if kind == PUT:
             assert checkpoint_id is not None
-            update.checkpoint(namespace, checkpoint_id, at)
-            interrupted_at = self._runs.get(thread_id)
-            if interrupted_at is not None and namespace == "" and checkpoint_id > interrupted_at:
-                self._runs[thread_id] = None  # resumed inside the block
+            update.checkpoint(
+                namespace, checkpoint_id, at, None if detail is None else status(detail)
+            )
+            if detail is not None:
+                self._saw(thread_id, checkpoint_id, detail, None, strict=True)
         elif kind == FAILED_WRITE:
             update.failed_write(detail, at)
-        elif kind == ERROR_WRITE:
-            status = CANCELLED if detail == "CancelledError" else FAILED
-            update.mark(status, detail, at, namespace, checkpoint_id)
-        elif kind == INTERRUPT_WRITE:
-            update.mark(INTERRUPTED, None, at, namespace, checkpoint_id)
-            if thread_id in self._runs:
-                self._runs[thread_id] = checkpoint_id or ""
+        elif kind in (ERROR_WRITE, INTERRUPT_WRITE, RESUME_WRITE):
+            phase = {
+                ERROR_WRITE: Phase.ERRORED,
+                INTERRUPT_WRITE: Phase.INTERRUPTED,
+                RESUME_WRITE: Phase.DUE,
+            }[kind]
+            update.wrote(status(phase, detail), detail, at, namespace, checkpoint_id)
+            if namespace == "" and checkpoint_id is not None:
+                self._saw(thread_id, checkpoint_id, phase, detail, strict=False)
         elif kind == MARK:
             update.mark(detail[0], detail[1], at)
         elif kind == DELETE or (kind == PRUNE and detail == "delete"):
             update.delete()
+            self._latest.pop(thread_id, None)
         elif kind == PRUNE:
             update.recount = True
+
+    def _saw(
+        self, thread_id: str, checkpoint_id: str, phase: Phase, error: str | None, *, strict: bool
+    ) -> None:
+        """Remember the newest reading of a thread whose run is going on, for its end."""
+        if not self._running[thread_id]:
+            return
+        known = self._latest.get(thread_id)
+        if known is None or checkpoint_id > known[0] or (checkpoint_id == known[0] and not strict):
+            self._latest[thread_id] = (checkpoint_id, phase, error)
+
+    def _forget(self, token: object) -> None:
+        thread_id = self._runs.pop(token)
+        self._running[thread_id] -= 1
+        if not self._running[thread_id]:
+            del self._running[thread_id]
+            self._latest.pop(thread_id, None)
+
+    def _run_ended(
+        self,
+        thread_id: str,
+        at: float,
+        token: object,
+        raised: str | None,
+        mark: tuple[str, str | None] | None,
+    ) -> None:
+        """A run of ``thread_id`` returned: settle the step it left due, or take its mark."""
+        if token not in self._runs:
+            return
+        known = self._latest.get(thread_id)
+        self._forget(token)
+        if mark is not None:
+            self._update(thread_id).mark(mark[0], mark[1], at)
+        elif known is not None:
+            checkpoint_id, phase, error = known
+            ended = settled(phase, error, raised)
+            cause = raised if phase is Phase.DUE else None  # what stopped the step, if anything
+            self._update(thread_id).wrote(ended, cause, at, "", checkpoint_id)
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -635,8 +759,12 @@ class WorkflowTracker:
     # -- lifecycle -------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Flush every ``tracking_flush_interval`` on the running event loop until :meth:`close`."""
+        """Flush every ``tracking_flush_interval`` on the running event loop until :meth:`close`,
+        and watch the process's graph runs end."""
         if self._task is None:
+            from exporter.workflows.runs import watch  # loads LangChain's callbacks: see below
+
+            self._watcher = watch(self)
             self._task = asyncio.get_running_loop().create_task(
                 self._flush_periodically(), name="workflow-tracking"
             )
@@ -649,6 +777,8 @@ class WorkflowTracker:
     async def close(self) -> None:
         """Stop the periodic flush, write what is pending one last time, close the connection."""
         task, self._task = self._task, None
+        if self._watcher is not None:
+            self._watcher.unsubscribe(self)
         if task is not None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
