@@ -18,12 +18,74 @@ from collections.abc import Iterable, Iterator, Sequence
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics_core import Metric
+from prometheus_client.openmetrics import exposition as openmetrics
 
 OPENMETRICS = "application/openmetrics-text"
 OPENMETRICS_EOF = b"# EOF\n"
+GZIP = "gzip"
 
 # A version parameter prometheus_client can compare: dotted whole numbers.
 _VERSION = re.compile(r"[0-9]{1,9}(?:\.[0-9]{1,9})*")
+# A quality value (RFC 9110, section 12.4.2): 0 to 1, at most three decimals.
+_QUALITY = re.compile(r"0(?:\.[0-9]{0,3})?|1(?:\.0{0,3})?")
+
+
+def _written_versions() -> frozenset[str]:
+    """The OpenMetrics versions prometheus_client writes, from the content types it names."""
+    content_types = (
+        value
+        for name, value in vars(openmetrics).items()
+        if name.startswith("CONTENT_TYPE_LATEST") and isinstance(value, str)
+    )
+    return frozenset(
+        match["version"]
+        for content_type in content_types
+        if (match := re.search(r"version=(?P<version>[0-9.]+)", content_type))
+    )
+
+
+# prometheus_client answers any OpenMetrics version from 1.0.0 up, repeating the one asked
+# for; only these are the formats it actually writes.
+OPENMETRICS_VERSIONS = _written_versions()
+
+
+def _parameters(entry: str) -> tuple[str, dict[str, str]]:
+    """An Accept or Accept-Encoding entry's value (lowercase) and its parameters (first wins)."""
+    value, *tokens = entry.split(";")
+    parameters: dict[str, str] = {}
+    for token in tokens:
+        key, sep, text = token.strip().partition("=")
+        if sep:
+            parameters.setdefault(key.strip().lower(), text.strip())
+    return value.strip().lower(), parameters
+
+
+def _quality(parameters: dict[str, str]) -> float | None:
+    """The entry's q (1 when absent), or None when it is not a quality value."""
+    text = parameters.get("q", "1")
+    return float(text) if _QUALITY.fullmatch(text) else None
+
+
+def choose_encoding(accept_encoding: str) -> str | None:
+    """``gzip`` when ``Accept-Encoding`` accepts it, else None (identity).
+
+    By the quality values: ``q=0`` means not acceptable, and ``*`` stands for gzip when
+    gzip is not named. gzip is the one compression served, whatever else is accepted
+    and however much preferred: it is what Prometheus asks for.
+    """
+    named: float | None = None
+    wildcard: float | None = None
+    for entry in accept_encoding.split(","):
+        coding, parameters = _parameters(entry)
+        quality = _quality(parameters)
+        if quality is None:
+            continue  # not a quality value: the entry is ignored
+        if coding in (GZIP, "x-gzip"):
+            named = quality if named is None else max(named, quality)
+        elif coding == "*":
+            wildcard = quality
+    accepted = named if named is not None else wildcard
+    return GZIP if accepted else None
 
 
 class Families:
@@ -50,24 +112,37 @@ def exposition(registry: CollectorRegistry, families: Iterable[Metric]) -> Colle
 
 
 def negotiable(accept: str) -> str:
-    """``accept`` without the entries whose ``version`` parameter is not dotted numbers.
+    """``accept`` as prometheus_client's ``choose_encoder`` should read it.
 
-    prometheus_client compares that parameter part by part with integers and raises on
-    anything else (``version=latest`` answered 500). An entry naming a version nobody
-    can serve is dropped, as an unknown media type would be; with none left, the
-    default text format is served.
+    That function takes the first entry it knows, whatever its quality, so the entries
+    are put in order of quality, and those with ``q=0`` (not acceptable) or a malformed
+    q are dropped. So are entries whose ``version`` is not dotted numbers, which it
+    compares part by part with integers and raises on (``version=latest`` answered 500),
+    and OpenMetrics entries naming a version it does not write, which it would echo back
+    as the version served. With none left, the default text format (0.0.4) is served.
     """
-    kept = []
-    for entry in accept.split(","):
-        version = None
-        for token in entry.split(";"):
-            key, sep, value = token.strip().partition("=")
-            if sep and key == "version":  # the first one counts, as in prometheus_client
-                version = value
-                break
-        if not version or _VERSION.fullmatch(version):
-            kept.append(entry)
-    return ",".join(kept)
+    ranked = []
+    for position, entry in enumerate(accept.split(",")):
+        media_type, parameters = _parameters(entry)
+        quality = _quality(parameters)
+        version = _first_version(entry)
+        if not quality:
+            continue
+        if version and not _VERSION.fullmatch(version):
+            continue
+        if media_type == OPENMETRICS and version and version not in OPENMETRICS_VERSIONS:
+            continue
+        ranked.append((-quality, position, entry))
+    return ",".join(entry for *_, entry in sorted(ranked))
+
+
+def _first_version(entry: str) -> str | None:
+    # The first version parameter counts, as in prometheus_client, which reads it case-sensitively.
+    for token in entry.split(";")[1:]:
+        key, sep, value = token.strip().partition("=")
+        if sep and key == "version":
+            return value
+    return None
 
 
 # What one encoding of one view looked like last time: each family and its bytes, by name.

@@ -6,7 +6,7 @@ import html
 
 from aiohttp import hdrs, web
 
-from exporter.exposition import Renderer
+from exporter.exposition import Renderer, choose_encoding
 from exporter.sidecar import Sidecar
 from exporter.version import VERSION
 from exporter.web_config import auth_middleware, headers_hook
@@ -17,13 +17,18 @@ RENDERER_KEY = web.AppKey("renderer", Renderer)
 
 
 async def metrics(request: web.Request) -> web.Response:
-    """One scrape, encoded as the client's ``Accept`` asks; compressed when it accepts that."""
+    """One scrape, encoded as the client's ``Accept`` asks; gzipped when it accepts gzip."""
     families = await request.app[SIDECAR_KEY].scrape()
     accept = ",".join(request.headers.getall(hdrs.ACCEPT, []))
     names = request.query.getall("name[]", [])
     body, content_type = request.app[RENDERER_KEY].render(families, accept, names)
-    response = web.Response(body=body, headers={hdrs.CONTENT_TYPE: content_type})
-    response.enable_compression()
+    response = web.Response(
+        body=body,
+        headers={hdrs.CONTENT_TYPE: content_type, hdrs.VARY: "Accept, Accept-Encoding"},
+    )
+    # Forced: left to choose, aiohttp takes the first coding it finds named, q=0 included.
+    if choose_encoding(",".join(request.headers.getall(hdrs.ACCEPT_ENCODING, []))):
+        response.enable_compression(web.ContentCoding.gzip)
     return response
 
 

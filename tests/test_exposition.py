@@ -11,7 +11,13 @@ from prometheus_client.metrics_core import Metric
 
 from exporter import Sidecar, build_checkpointer
 from exporter.collectors.base import Memo
-from exporter.exposition import Renderer, exposition
+from exporter.exposition import (
+    OPENMETRICS_VERSIONS,
+    Renderer,
+    choose_encoding,
+    exposition,
+    negotiable,
+)
 from exporter.settings import Settings
 from tests.graphs import config, review_graph
 from tests.samples import parse_metrics
@@ -93,3 +99,61 @@ def test_memoized_families_are_rebuilt_when_their_state_changes() -> None:
     assert [s.value for f in second for s in f.samples] == [2.0]
     assert memo(1.0) is not first
     assert built == [1.0, 2.0, 1.0]
+
+
+@pytest.mark.parametrize(
+    ("accept_encoding", "encoding"),
+    [
+        ("", None),
+        ("gzip", "gzip"),
+        ("GZIP", "gzip"),
+        ("x-gzip", "gzip"),
+        ("gzip;q=0", None),
+        ("gzip; q=0.000", None),
+        ("gzip;q=0.001", "gzip"),
+        ("gzip, deflate, br", "gzip"),
+        ("br;q=1, gzip;q=0.1", "gzip"),
+        ("deflate, br, zstd", None),
+        ("*", "gzip"),
+        ("*;q=0", None),
+        ("gzip;q=0, *", None),
+        ("*;q=0, gzip", "gzip"),
+        ("gzip;q=x", None),
+        ("gzip;q=1.5", None),
+        ("identity, gzip;q=0", None),
+        (",;q=;,*;q=x", None),
+    ],
+)
+def test_gzip_is_chosen_by_quality_values(accept_encoding: str, encoding: str | None) -> None:
+    """gzip when acceptable by name or by *, never with q=0 or a malformed q."""
+    assert choose_encoding(accept_encoding) == encoding
+
+
+def test_openmetrics_versions_are_those_prometheus_client_writes() -> None:
+    """1.0.0 is always among them; each one is named by one of prometheus_client's content types."""
+    assert "1.0.0" in OPENMETRICS_VERSIONS
+    assert "0.0.1" not in OPENMETRICS_VERSIONS  # choose_encoder serves text for it
+    for version in OPENMETRICS_VERSIONS:
+        _, content_type = choose_encoder(f"application/openmetrics-text; version={version}")
+        assert content_type.startswith(f"application/openmetrics-text; version={version};")
+
+
+@pytest.mark.parametrize(
+    ("accept", "kept"),
+    [
+        ("application/openmetrics-text; version=999999999.0", ""),
+        ("application/openmetrics-text; version=1.0.0",
+         "application/openmetrics-text; version=1.0.0"),
+        ("application/openmetrics-text", "application/openmetrics-text"),
+        ("application/openmetrics-text;q=0, text/plain", " text/plain"),
+        ("text/plain;q=0.2, application/openmetrics-text;q=0.5",
+         " application/openmetrics-text;q=0.5,text/plain;q=0.2"),
+        ("text/plain; version=abc", ""),
+        ("text/plain;q=oops", ""),
+    ],
+)  # fmt: skip
+def test_negotiable_orders_by_quality_and_drops_what_cannot_be_served(
+    accept: str, kept: str
+) -> None:
+    """Refused, malformed and unwritten entries go; the rest follow their quality."""
+    assert negotiable(accept) == kept

@@ -156,6 +156,75 @@ async def test_metrics_negotiation_compression_and_filtering(
             assert names == {"langgraph_checkpointer_up"}
 
 
+PROMETHEUS_3_ACCEPT = (
+    "application/openmetrics-text;version=1.0.0;q=0.5,application/openmetrics-text;"
+    "version=0.0.1;q=0.4,text/plain;version=1.0.0;escaping=allow-utf-8;q=0.3,"
+    "text/plain;version=0.0.4;q=0.2,*/*;q=0.1"
+)
+TEXT_0_0_4 = "text/plain; version=0.0.4; charset=utf-8"
+
+
+@pytest.mark.parametrize(
+    ("accept_encoding", "encoding"),
+    [
+        ("gzip;q=0", None),
+        ("gzip, deflate, br", "gzip"),
+        ("deflate, br", None),
+        ("deflate;q=1, gzip;q=0.5", "gzip"),
+        ("*", "gzip"),
+        ("gzip;q=0, *", None),
+        ("identity", None),
+    ],
+)
+async def test_compression_follows_the_quality_values(
+    memory_settings: Settings, http: aiohttp.ClientSession, accept_encoding: str, encoding: str
+) -> None:
+    """gzip when acceptable (q above 0, by name or by *), identity otherwise; never deflate."""
+    headers = {"Accept-Encoding": accept_encoding}
+    async with (
+        Sidecar(memory_settings, registry=CollectorRegistry()) as sidecar,
+        http.get(sidecar.url + "/metrics", headers=headers, auto_decompress=False) as response,
+    ):
+        body = await response.read()
+        assert response.headers.get("Content-Encoding") == encoding
+        assert "Accept-Encoding" in response.headers["Vary"]
+    text = gzip.decompress(body) if encoding else body
+    assert b"langgraph_checkpointer_up 1.0" in text
+
+
+@pytest.mark.parametrize(
+    ("accept", "content_type"),
+    [
+        ("application/openmetrics-text; version=999999999.0", TEXT_0_0_4),
+        ("application/openmetrics-text; version=0.0.1", TEXT_0_0_4),
+        ("application/openmetrics-text; version=1.0", TEXT_0_0_4),
+        ("application/openmetrics-text;q=0", TEXT_0_0_4),
+        (
+            "application/openmetrics-text; version=999.0, application/openmetrics-text;"
+            " version=1.0.0",
+            "application/openmetrics-text; version=1.0.0",
+        ),
+        (
+            "text/plain;q=0.1, application/openmetrics-text;q=0.9",
+            "application/openmetrics-text; version=1.0.0",
+        ),
+        (PROMETHEUS_3_ACCEPT, "application/openmetrics-text; version=1.0.0"),
+    ],
+)
+async def test_openmetrics_only_in_a_version_prometheus_client_writes(
+    memory_settings: Settings, http: aiohttp.ClientSession, accept: str, content_type: str
+) -> None:
+    """An unknown or refused OpenMetrics version falls back to text 0.0.4, never echoed back."""
+    async with (
+        Sidecar(memory_settings, registry=CollectorRegistry()) as sidecar,
+        http.get(sidecar.url + "/metrics", headers={"Accept": accept}) as response,
+    ):
+        assert response.status == 200
+        assert response.headers["Content-Type"].startswith(content_type)
+        text = await response.text()
+    assert text.endswith("# EOF\n") == content_type.startswith("application/openmetrics-text")
+
+
 async def test_database_down_keeps_metrics_answering(
     settings: Settings, http: aiohttp.ClientSession
 ) -> None:
