@@ -17,12 +17,15 @@ from time import monotonic
 from typing import Any
 
 from prometheus_client import REGISTRY, CollectorRegistry
+from psycopg import AsyncConnection, sql
 
 from exporter.checkpointer.factory import build_checkpointer
 from exporter.checkpointer.instrumented import Observation
+from exporter.database import exporter_connect_kwargs
 from exporter.log import get_logger
 from exporter.settings import Settings
 from exporter.sidecar import Sidecar
+from exporter.workflows.schema import STATUSES, TABLE
 from exporter.workload import compile_workflow, initial_state
 
 log = get_logger("loadtest")
@@ -152,6 +155,9 @@ def render_text(report: Mapping[str, Any]) -> str:
         f"errors    {v['error_rate']['value']:8.2%}     target < {v['error_rate']['target']:.0%}"
         f"      {mark[v['error_rate']['pass']]}",
     ]
+    if "workflow_statuses" in report:
+        statuses = ", ".join(f"{n} {s}" for s, n in report["workflow_statuses"].items() if n)
+        lines.append(f"tracked    {statuses or 'nothing'}")
     return "\n".join(lines)
 
 
@@ -173,10 +179,12 @@ async def run_loadtest(
             started = monotonic()
             deadline = started + options.duration
 
+            prefix = f"loadtest-{uuid.uuid4().hex[:8]}-"
+
             async def worker(index: int) -> None:
                 nonlocal done, failed
                 while monotonic() < deadline:
-                    thread_id = f"loadtest-{index}-{uuid.uuid4()}"
+                    thread_id = f"{prefix}{index}-{uuid.uuid4()}"
                     config: Any = {"configurable": {"thread_id": thread_id}}
                     try:
                         await graph.ainvoke(initial_state(f"task {thread_id}"), config)
@@ -194,7 +202,7 @@ async def run_loadtest(
             if sidecar is not None:
                 await sidecar.stop()
         backend = saver.backend
-        return summarize(
+        report = summarize(
             recorder,
             elapsed=elapsed,
             workflows_done=done,
@@ -202,6 +210,27 @@ async def run_loadtest(
             options=options,
             checkpointer=backend.checkpointer if backend else saver.saver_name,
         )
+        if saver.tracker is not None and backend is not None and backend.connection_string:
+            await saver.tracker.flush()
+            report["workflow_statuses"] = await tracked_statuses(
+                backend.connection_string, settings, prefix
+            )
+        return report
+
+
+async def tracked_statuses(conninfo: str, settings: Settings, prefix: str) -> dict[str, int]:
+    """How ``workflow_metadata`` reads this run's threads once it is over: every one should
+    be completed (or failed), none left running."""
+    table = sql.Identifier(settings.postgres_schema, TABLE)
+    query = sql.SQL(
+        "SELECT status, count(*) AS n FROM {} WHERE thread_id LIKE %s GROUP BY status"
+    ).format(table)
+    async with await AsyncConnection.connect(
+        conninfo, **exporter_connect_kwargs(conninfo, settings)
+    ) as conn:
+        cursor = await conn.execute(query, (prefix + "%",))
+        rows = await cursor.fetchall()
+    return {status: 0 for status in STATUSES} | {row["status"]: row["n"] for row in rows}
 
 
 def render(report: Mapping[str, Any], output: str) -> str:

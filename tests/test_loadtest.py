@@ -49,6 +49,9 @@ async def test_report_accounts_for_every_operation(settings: Settings) -> None:
     assert 0 < put["p50_ms"] <= put["p95_ms"] <= put["p99_ms"]
     assert 0 <= put["lock_wait_share"] < 1
     assert report["checkpointer"] == "PostgresSaver"
+    # No application marks: every workflow that reached END reads completed, none running.
+    statuses = report["workflow_statuses"]
+    assert statuses == {s: completed if s == "completed" else 0 for s in statuses}
 
 
 async def test_loadtest_serves_metrics_while_it_runs(settings: Settings) -> None:
