@@ -18,7 +18,7 @@ from prometheus_client.metrics_core import Metric
 from psycopg_pool import AsyncConnectionPool
 
 from exporter import collectors as collector_registry
-from exporter.causes import ERROR
+from exporter.causes import ERROR, TIMEOUT
 from exporter.checkpointer.backend import MEMORY, POSTGRES, Backend
 from exporter.checkpointer.instrumented import InstrumentedSaver
 from exporter.collectors.base import BackgroundWork, Collector, ScrapeContext
@@ -31,6 +31,8 @@ from exporter.outage import OutageLog, collapse_pool_warnings
 from exporter.reachability import DatabaseCheck
 from exporter.redact import describe_error, redact
 from exporter.scrape import (
+    CONNECTION,
+    DEADLINE,
     FailureCounts,
     Outcome,
     gather_outcomes,
@@ -187,7 +189,8 @@ class Sidecar:
         also answers for ``up``. A sidecar that led at its last check still leads
         while its session lives, so it confirms that alongside the collectors and
         drops their database-wide results if the session turns out lost; any other
-        sidecar must win the lock before it runs them.
+        sidecar must win the lock before it runs them. See :meth:`_unled` for what a
+        sidecar that does not lead reports of them.
         """
         leader = self.leader
         if leader is None:
@@ -203,8 +206,7 @@ class Sidecar:
             leading = leader.leading
             outcomes = await self._collect(self.collectors if leading else self._local)
         if not leading:
-            local = {c.name for c in self._local}
-            outcomes = [o for o in outcomes if o.collector in local]
+            outcomes = self._unled(outcomes, answer)
         self._failures.record(outcomes)
         if answer is not None:
             self._note(answer, "scrape")
@@ -218,6 +220,28 @@ class Sidecar:
             versions=VERSIONS,
         )
         return [*status, *outcome_families(outcomes), self._failures.family()]
+
+    def _unled(self, outcomes: Sequence[Outcome], answer: Ping | None) -> list[Outcome]:
+        """What a scrape that does not lead reports: its local collectors, and maybe more.
+
+        When another sidecar holds the lock, the database-wide collectors are that one's
+        to report, and are left out. When the database did not answer, no sidecar can tell
+        who leads, and those collectors could not run: each is reported failed (its figures
+        withheld), with the leader check's time and a reason from its cause, so that the
+        series do not vanish and an alert on collector failure fires.
+        """
+        ran = {outcome.collector: outcome for outcome in outcomes}
+        reported = []
+        for collector in self.collectors:
+            outcome = ran.get(collector.name)
+            if not collector.database_wide and outcome is not None:
+                reported.append(outcome)
+            elif collector.database_wide and answer is not None and not answer.ok:
+                if outcome is None or outcome.ok:
+                    reason = DEADLINE if answer.cause == TIMEOUT else CONNECTION
+                    outcome = Outcome(collector.name, (), False, answer.seconds, reason)
+                reported.append(outcome)
+        return reported
 
     def _note(self, answer: Ping, source: str) -> None:
         if answer.ok:

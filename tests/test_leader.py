@@ -108,12 +108,32 @@ async def test_without_election_every_sidecar_collects(settings: Settings) -> No
         assert leads(await scrape(http, two))
 
 
-async def test_no_database_means_no_leadership(settings: Settings) -> None:
-    """An unreachable database: not leading, no database-wide series, the scrape still works."""
+SUCCESS = "langgraph_checkpointer_scrape_collector_success"
+DURATION = "langgraph_checkpointer_scrape_collector_duration_seconds"
+FAILURES = "langgraph_checkpointer_scrape_collector_failures_total"
+
+
+async def test_no_database_means_no_leadership_and_failed_wide_collectors(
+    settings: Settings,
+) -> None:
+    """An unreachable database: not leading, no database-wide series, yet those collectors
+    report success 0 and their duration on every scrape, so an alert on failure can fire.
+
+    No sidecar can tell whether it would lead; each one that cannot reach the database says
+    its database-wide collectors could not run, with reason ``connection``.
+    """
     url = f"postgresql://u:pw@127.0.0.1:{refused_port()}/db"
     settings = settings.replace(postgres_connection_string=url, collector_timeout=1.0)
     async with aiohttp.ClientSession() as http, sidecar(settings) as car:
-        assert not leads(await scrape(http, car))
+        for scrapes in (1, 2):
+            samples = await scrape(http, car)
+            assert value(samples, "langgraph_checkpointer_leader") == 0
+            assert value(samples, "langgraph_checkpointer_up") == 0
+            assert (WIDE, ()) not in samples
+            assert value(samples, SUCCESS, collector="wide") == 0
+            assert value(samples, DURATION, collector="wide") >= 0
+            assert value(samples, SUCCESS, collector="pool") == 1
+            assert value(samples, FAILURES, collector="wide", reason="connection") == scrapes
 
 
 @pytest.fixture

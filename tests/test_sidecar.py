@@ -253,6 +253,33 @@ async def test_database_down_keeps_metrics_answering(
     assert document["postgres"]["error"]
 
 
+@pytest.mark.parametrize("leader_election", [True, False], ids=["elected", "every-sidecar"])
+async def test_database_down_reports_every_enabled_collector(
+    settings: Settings, http: aiohttp.ClientSession, leader_election: bool
+) -> None:
+    """With connections refused, each enabled collector reports its success and duration;
+    every database-wide one reports 0, as the README says failing collectors do."""
+    url = f"postgresql://claude:{PASSWORD}@127.0.0.1:{refused_port()}/claude_studio"
+    settings = settings.replace(
+        postgres_connection_string=url, collector_timeout=1.0, leader_election=leader_election
+    )
+    async with Sidecar(settings, registry=CollectorRegistry()) as sidecar:
+        async with http.get(sidecar.url + "/metrics") as response:
+            samples = parse_metrics(await response.text())
+        wide = {c.name for c in sidecar.collectors if c.database_wide}
+    success = "langgraph_checkpointer_scrape_collector_success"
+    duration = "langgraph_checkpointer_scrape_collector_duration_seconds"
+    reported = {dict(labels)["collector"] for name, labels in samples if name == success}
+    assert reported == set(settings.collectors)
+    assert {dict(labels)["collector"] for name, labels in samples if name == duration} == reported
+    # Without election, each collector runs and fails on its own; those reading what the
+    # canary and the recovery check last found succeed.
+    failed = wide if leader_election else {"activity", "migrations", "tables", "workflows"}
+    assert failed <= wide
+    assert all(value(samples, success, collector=name) == 0 for name in failed)
+    assert value(samples, success, collector="pool") == 1
+
+
 async def test_memory_mode_and_fallback_health(
     memory_settings: Settings, settings: Settings, http: aiohttp.ClientSession
 ) -> None:
