@@ -89,9 +89,9 @@ _UNSUPPORTED = {
     "rate_limit": "not supported",
 }
 _BCRYPT = re.compile(rb"^\$2[aby]\$(?P<cost>\d\d)\$[./A-Za-z0-9]{53}$")
-# Checked against when the user is unknown, so that the answer takes as long as for a known user
-# and response times do not tell which user names exist (cost 10, as htpasswd -B makes).
-_DECOY_HASH = b"$2b$10$iautDjWDBdhHI8Ln8m8IZebaw12L2mzEuhOzNTwEap5bUt49Hgx8i"
+# Credentials bcrypt may check at once, each in a thread: a flood of wrong ones takes at most
+# this many cores, and leaves room for another user's login beside the check in flight.
+CHECKS = 2
 
 
 class WebConfigError(ValueError):
@@ -360,37 +360,77 @@ def _parse_headers(headers: Any) -> tuple[tuple[str, str], ...]:
     return tuple(parsed)
 
 
+class TooManyAttemptsError(Exception):
+    """No room to check these credentials now; the client may retry in a moment."""
+
+
 class BasicAuth:
     """Checks ``Authorization: Basic`` against bcrypt hashes, paying bcrypt once per credential.
 
     A successful check is remembered per user as an HMAC (under a key made at start) of the
     hash and the password, never the password itself; later requests compare against it in
-    constant time. Failed checks are not remembered. bcrypt runs in a thread, one check at a
-    time, so that a flood of wrong passwords slows only itself, never the event loop.
+    constant time and never wait for bcrypt. Failed checks are not remembered.
+
+    bcrypt runs in threads, at most ``checks`` credentials at once and one per user name;
+    requests with the credentials being checked wait for that check. Any other attempt
+    raises :class:`TooManyAttemptsError` at once instead of queueing: 30 wrong passwords for
+    one user then occupy one check, not the next 30, and another user's first login is
+    checked beside it. An unknown user name is checked against a decoy hash at the
+    configured hashes' highest cost, so response times do not tell which names exist.
     """
 
-    def __init__(self, users: tuple[tuple[str, bytes], ...]) -> None:
+    def __init__(self, users: tuple[tuple[str, bytes], ...], checks: int = CHECKS) -> None:
         self._users = dict(users)
+        self._decoy = _decoy_hash(users)
         self._key = secrets.token_bytes(32)
         self._verified: dict[str, bytes] = {}
-        self._bcrypt = asyncio.Lock()
+        # The check in flight per user name: its credentials' digest, and its end.
+        self._checking: dict[str, tuple[bytes, asyncio.Event]] = {}
+        self._checks = checks
 
     def _digest(self, user: str, hashed: bytes, password: bytes) -> bytes:
         message = b"\0".join((user.encode(), hashed, password))
         return hmac.new(self._key, message, hashlib.sha256).digest()
 
+    def _remembered(self, user: str, digest: bytes) -> bool:
+        return hmac.compare_digest(self._verified.get(user, b""), digest)
+
     async def check(self, user: str, password: bytes) -> bool:
+        """Whether ``password`` is ``user``'s; raises TooManyAttemptsError when there is no room."""
         hashed = self._users.get(user)
         known = hashed is not None
-        hashed = hashed if hashed is not None else _DECOY_HASH
+        hashed = hashed if hashed is not None else self._decoy
         digest = self._digest(user, hashed, password)
-        if known and hmac.compare_digest(self._verified.get(user, b""), digest):
+        if known and self._remembered(user, digest):
             return True
-        async with self._bcrypt:
-            matches = await asyncio.to_thread(_checkpw, password, hashed)
-        if matches and known:
-            self._verified[user] = digest
-        return matches and known
+        checking = self._checking.get(user)
+        if checking is not None:
+            if not hmac.compare_digest(checking[0], digest):
+                raise TooManyAttemptsError(user)
+            await checking[1].wait()
+            return known and self._remembered(user, digest)
+        if len(self._checking) >= self._checks:
+            raise TooManyAttemptsError(user)
+        ended = asyncio.Event()
+        self._checking[user] = (digest, ended)
+        work = asyncio.ensure_future(asyncio.to_thread(_checkpw, password, hashed))
+
+        def finish(done: asyncio.Future[bool]) -> None:
+            # On the thread's end, not the request's: a cancelled request keeps its check counted.
+            del self._checking[user]
+            if known and not done.cancelled() and done.exception() is None and done.result():
+                self._verified[user] = digest
+            ended.set()
+
+        work.add_done_callback(finish)
+        matches = await asyncio.shield(work)  # awaited for an unknown user too: same time
+        return known and matches
+
+
+def _decoy_hash(users: tuple[tuple[str, bytes], ...]) -> bytes:
+    """A hash no password matches, at the highest cost among ``users`` (10 without any)."""
+    cost = max((int(hashed[4:6]) for _, hashed in users), default=10)
+    return bcrypt.gensalt(rounds=cost) + b"." * 31
 
 
 def _checkpw(password: bytes, hashed: bytes) -> bool:
@@ -429,8 +469,14 @@ def auth_middleware(users: tuple[tuple[str, bytes], ...], open_paths: frozenset[
         if resource is not None and resource.canonical in open_paths:
             return await handler(request)
         credentials = _credentials(request.headers.get("Authorization"))
-        if credentials is not None and await auth.check(*credentials):
-            return await handler(request)
+        try:
+            if credentials is not None and await auth.check(*credentials):
+                return await handler(request)
+        except TooManyAttemptsError:
+            log.debug("request_throttled", path=request.path)
+            return web.Response(
+                status=429, text="Too Many Requests\n", headers={"Retry-After": "1"}
+            )
         log.debug(
             "request_unauthorized",
             path=request.path,

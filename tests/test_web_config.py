@@ -11,8 +11,9 @@ import os
 import ssl
 import subprocess
 import sys
+import threading
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from exporter import Sidecar
 from exporter.server import HEALTH_PATH
 from exporter.settings import Settings, SettingsError
 from exporter.web_config import WebConfigError, load_web_config
+from tests.waiting import eventually
 
 PASSWORD = "c0rrect-h0rse-pw"
 WRONG = "wr0ng-guess-pw"
@@ -408,6 +410,132 @@ async def test_bcrypt_runs_once_per_distinct_credential(
         assert await status(http, sidecar.url + "/", headers=basic("nobody", PASSWORD)) == 401
         assert len(calls) == 5
         assert calls[-1] != password_hash.encode()
+
+
+class Gate:
+    """bcrypt.checkpw held shut while closed: verifications stay in flight until opened."""
+
+    def __init__(self, checkpw: Callable[[bytes, bytes], bool]) -> None:
+        self._checkpw = checkpw
+        self._open = threading.Event()
+        self._open.set()
+        self._lock = threading.Lock()
+        self.calls: list[bytes] = []
+        self.waiting = 0
+
+    def __call__(self, password: bytes, hashed: bytes) -> bool:
+        with self._lock:
+            self.calls.append(hashed)
+            self.waiting += 1
+        self._open.wait()
+        with self._lock:
+            self.waiting -= 1
+        return self._checkpw(password, hashed)
+
+    def close(self) -> None:
+        self._open.clear()
+
+    def open(self) -> None:
+        self._open.set()
+
+
+@pytest.fixture
+def gate(monkeypatch: pytest.MonkeyPatch) -> Iterator[Gate]:
+    gated = Gate(bcrypt.checkpw)
+    monkeypatch.setattr(bcrypt, "checkpw", gated)
+    yield gated
+    gated.open()  # never leave a thread of the default executor blocked
+
+
+def three_users(password_hash: str) -> str:
+    """prometheus, grafana and alice, all with PASSWORD (cost 4)."""
+    return "basic_auth_users:\n" + "".join(
+        f"  {name}: {hashed}\n"
+        for name, hashed in (
+            ("prometheus", password_hash),
+            ("grafana", bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(4)).decode()),
+            ("alice", bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(4)).decode()),
+        )
+    )
+
+
+async def test_a_flood_of_wrong_passwords_delays_no_other_user(
+    memory_settings: Settings,
+    write_config: WriteConfig,
+    password_hash: str,
+    http: aiohttp.ClientSession,
+    gate: Gate,
+) -> None:
+    """30 wrong passwords for one user, one of them held in bcrypt: the other 29 get 429 at once.
+
+    Meanwhile a user verified before is answered from memory, without bcrypt; another user's
+    first login is checked beside the one in flight, not after it; and with both checks
+    taken, a third attempt finds no room (429).
+    """
+    settings = with_config(memory_settings, write_config(three_users(password_hash)))
+    async with Sidecar(settings, registry=CollectorRegistry()) as sidecar:
+        url = sidecar.url + "/"
+        assert await status(http, url, headers=basic("prometheus", PASSWORD)) == 200
+        gate.close()
+        flood = [
+            asyncio.ensure_future(status(http, url, headers=basic("alice", f"{WRONG}-{i}")))
+            for i in range(30)
+        ]
+        await eventually(lambda: sum(t.done() for t in flood) == 29, what="29 answers")
+        assert gate.waiting == 1
+        assert sorted(t.result() for t in flood if t.done()) == [429] * 29
+        assert await status(http, url, headers=basic("prometheus", PASSWORD)) == 200
+        assert len(gate.calls) == 2
+        first_login = asyncio.ensure_future(status(http, url, headers=basic("grafana", PASSWORD)))
+        await eventually(lambda: gate.waiting == 2, what="grafana's check beside alice's")
+        assert await status(http, url, headers=basic("nobody", PASSWORD)) == 429
+        gate.open()
+        assert await first_login == 200
+        assert [await t for t in flood if not t.done() or t.result() != 429] == [401]
+        assert len(gate.calls) == 3
+
+
+async def test_concurrent_logins_with_one_password_share_one_check(
+    memory_settings: Settings,
+    write_config: WriteConfig,
+    password_hash: str,
+    http: aiohttp.ClientSession,
+    gate: Gate,
+) -> None:
+    """Logins with the same credentials arriving during its check wait for that check."""
+    settings = with_config(memory_settings, write_config(users(password_hash)))
+    async with Sidecar(settings, registry=CollectorRegistry()) as sidecar:
+        gate.close()
+        logins = [
+            asyncio.ensure_future(
+                status(http, sidecar.url + "/", headers=basic("prometheus", PASSWORD))
+            )
+            for _ in range(5)
+        ]
+        await eventually(lambda: gate.waiting == 1, what="the first check")
+        gate.open()
+        assert await asyncio.gather(*logins) == [200] * 5
+        assert len(gate.calls) == 1
+
+
+async def test_an_unknown_user_costs_what_a_known_one_does(
+    memory_settings: Settings,
+    write_config: WriteConfig,
+    password_hash: str,
+    http: aiohttp.ClientSession,
+    gate: Gate,
+) -> None:
+    """An unknown name goes through bcrypt at the users' own cost, so timing tells no names."""
+    settings = with_config(memory_settings, write_config(users(password_hash)))
+    async with Sidecar(settings, registry=CollectorRegistry()) as sidecar:
+        for user in ("prometheus", "nobody", "prometheus-not"):
+            assert await status(http, sidecar.url + "/", headers=basic(user, WRONG)) == 401
+    known, *unknown = gate.calls
+    assert known == password_hash.encode()
+    assert len(unknown) == 2
+    for hashed in unknown:
+        assert hashed != known
+        assert hashed[:7] == known[:7]  # $2b$04$: the same cost
 
 
 async def test_tls_with_basic_auth(
