@@ -93,6 +93,7 @@ def create_app(sidecar: Sidecar) -> web.Application:
     # A plain resource: the configured path is matched as written, never as a pattern.
     telemetry = web.PlainResource(settings.telemetry_path)
     app.router.register_resource(telemetry)
+    telemetry.add_route(hdrs.METH_HEAD, metrics)
     telemetry.add_route(hdrs.METH_GET, metrics)
     app.router.add_get(HEALTH_PATH, health)
     app.router.add_get("/healthz", healthz)
