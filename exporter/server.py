@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 
 from aiohttp import hdrs, web
+from aiohttp.typedefs import Handler, Middleware
 
 from exporter.exposition import Renderer, choose_encoding
 from exporter.sidecar import Sidecar
@@ -72,6 +73,17 @@ async def landing(request: web.Request) -> web.Response:
     return web.Response(text=body, content_type="text/html")
 
 
+@web.middleware
+async def refuse_connect(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """405 for CONNECT, the method no resource here allows, whatever its target.
+
+    Its target is a host and port, which matches no path, so the router answered 404.
+    """
+    if request.method == hdrs.METH_CONNECT:
+        raise web.HTTPMethodNotAllowed(request.method, (hdrs.METH_GET, hdrs.METH_HEAD))
+    return await handler(request)
+
+
 def create_app(sidecar: Sidecar) -> web.Application:
     """The sidecar's routes; unknown paths get 404 and wrong methods 405 from aiohttp.
 
@@ -80,7 +92,7 @@ def create_app(sidecar: Sidecar) -> web.Application:
     """
     settings = sidecar.settings
     web_config = settings.web_config_file
-    middlewares = []
+    middlewares: list[Middleware] = [refuse_connect]
     if web_config is not None and web_config.users:
         open_paths = frozenset({"/healthz"} if settings.web_healthz_open else ())
         middlewares.append(auth_middleware(web_config.users, open_paths))

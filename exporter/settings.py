@@ -77,6 +77,9 @@ class Settings:
     postgres_schema: str = DEFAULT_SCHEMA
     listen_address: ListenAddress = ListenAddress("", DEFAULT_PORT)
     telemetry_path: str = "/metrics"
+    web_read_header_timeout: float = 10.0
+    web_idle_timeout: float = 120.0
+    web_max_connections: int = 256
     log_level: str = "info"
     log_format: str = "auto"
     data_dir: Path = field(default_factory=_default_data_dir)
@@ -459,6 +462,36 @@ SPECS: tuple[Spec, ...] = (
         "/metrics",
         "Path under which metrics are served, matched as written: `{`, `}`, `%`, `?`, `#` "
         "and spaces are refused.",
+    ),
+    Spec(
+        "web_read_header_timeout",
+        f"{PREFIX}WEB_READ_HEADER_TIMEOUT",
+        "--web.read-header-timeout",
+        duration_in(0.1, 3600),
+        "10s",
+        "How long a request's headers may take to arrive, from the connection's opening or the "
+        "request's first byte; a connection that sends nothing, or its headers a byte at a "
+        "time, is closed after it (Go's ReadHeaderTimeout).",
+    ),
+    Spec(
+        "web_idle_timeout",
+        f"{PREFIX}WEB_IDLE_TIMEOUT",
+        "--web.idle-timeout",
+        duration_in(0, 3600),
+        "2m",
+        "How long a kept-alive connection may wait for its next request (Go's IdleTimeout). "
+        "Keep it above the scrape interval, so that Prometheus reuses its connection; 0 closes "
+        "it after each answer.",
+    ),
+    Spec(
+        "web_max_connections",
+        f"{PREFIX}WEB_MAX_CONNECTIONS",
+        "--web.max-connections",
+        integer_in(1, 65_535),
+        "256",
+        "Most connections open at once; keep it below the process's file descriptor limit. At "
+        "the cap a new connection closes the longest-open idle one, or is closed itself when "
+        "every one has a request in hand.",
     ),
     Spec(
         "log_level",

@@ -23,6 +23,7 @@ from exporter.checkpointer.backend import MEMORY, POSTGRES, Backend
 from exporter.checkpointer.instrumented import InstrumentedSaver
 from exporter.collectors.base import BackgroundWork, Collector, ScrapeContext
 from exporter.collectors.integrity import IntegrityCollector
+from exporter.connections import ConnectionSite, Limits
 from exporter.database import Ping, exporter_pool, ping
 from exporter.health import HealthInputs, IntegritySummary, health_document
 from exporter.leader import LeaderElection
@@ -115,7 +116,7 @@ class Sidecar:
         self._pool_warnings: ExitStack | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._runner: web.AppRunner | None = None
-        self._site: web.TCPSite | None = None
+        self._site: ConnectionSite | None = None
         self._started = False
 
     @property
@@ -296,19 +297,20 @@ class Sidecar:
             if self._database is not None:
                 # wait=False: an unreachable database must not keep the sidecar from serving.
                 await self._database.open(wait=False)
-            self._runner = web.AppRunner(
-                create_app(self),
-                access_log=None,
-                handle_signals=False,
-                logger=ServerLog(server_logger),
-            )
+            self._runner = web.AppRunner(create_app(self), handle_signals=False)
             await self._runner.setup()
-            address = self.settings.listen_address
-            web_config = self.settings.web_config_file
-            self._site = web.TCPSite(
+            settings = self.settings
+            web_config = settings.web_config_file
+            self._site = ConnectionSite(
                 self._runner,
-                address.host or None,
-                address.port,
+                settings.listen_address.host or None,
+                settings.listen_address.port,
+                limits=Limits(
+                    header_timeout=settings.web_read_header_timeout,
+                    idle_timeout=settings.web_idle_timeout,
+                    max_connections=settings.web_max_connections,
+                ),
+                logger=ServerLog(server_logger),
                 ssl_context=web_config.ssl_context() if web_config is not None else None,
             )
             await self._site.start()

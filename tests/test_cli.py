@@ -69,11 +69,13 @@ INTEGER_SETTINGS = {
     "--pool.max-size": "CHECKPOINT_EXPORTER_POOL_MAX_SIZE",
     "--exporter.pool-size": "CHECKPOINT_EXPORTER_EXPORTER_POOL_SIZE",
     "--pool.prepare-threshold": "CHECKPOINT_EXPORTER_PREPARE_THRESHOLD",
+    "--web.max-connections": "CHECKPOINT_EXPORTER_WEB_MAX_CONNECTIONS",
 }
 DURATION_SETTINGS = {
     "--pool.timeout": "CHECKPOINT_EXPORTER_POOL_TIMEOUT",
     "--postgres.connect-timeout": "CHECKPOINT_EXPORTER_CONNECT_TIMEOUT",
     "--collector.timeout": "CHECKPOINT_EXPORTER_COLLECTOR_TIMEOUT",
+    "--web.read-header-timeout": "CHECKPOINT_EXPORTER_WEB_READ_HEADER_TIMEOUT",
 }
 BAD_INTEGERS = {"negative": "-1", "huge": "99999999999999999999", "not-a-number": "ten"}
 BAD_DURATIONS = {
@@ -108,6 +110,9 @@ CASES = [
     case("listen-port-word", ["--web.listen-address", "localhost:http"], "--web.listen-address"),
     case("listen-port-underscore", ["--web.listen-address", ":8_0"], "--web.listen-address"),
     case("listen-host-with-slash", ["--web.listen-address", "a/b:80"], "--web.listen-address"),
+    case("idle-timeout-two-hours", ["--web.idle-timeout", "2h"], "--web.idle-timeout"),
+    env_case("idle-timeout-negative", "CHECKPOINT_EXPORTER_WEB_IDLE_TIMEOUT", "-1s"),
+    env_case("max-connections-zero", "CHECKPOINT_EXPORTER_WEB_MAX_CONNECTIONS", "0"),
     case(
         "listen-ipv4-octet-too-big",
         ["--web.listen-address", "999.1.1.1:80"],

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import os
+import select
 import signal
 import socket
 import string
@@ -27,6 +29,7 @@ from exporter.checkpointer.factory import prepare_schema
 from exporter.settings import Settings
 from tests.postgres import fresh_database
 from tests.samples import parse_metrics, value
+from tests.waiting import eventually
 
 # Every exchange is bounded: a request that gets no complete answer in this time is a hang.
 ANSWER_TIMEOUT = 10.0
@@ -128,14 +131,25 @@ def get_status(server: Server, target: str, *headers: tuple[str, str]) -> int:
     return status_of(exchange(server.port, request(target, headers=headers)))
 
 
-def start_server(tmp: Path, env: dict[str, str], *flags: str) -> Server:
+# Runs the rest of its command line under a limit of 64 file descriptors.
+FEW_DESCRIPTORS = (
+    "import os, resource, sys; resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64)); "
+    "os.execv(sys.executable, [sys.executable, *sys.argv[1:]])"
+)
+
+
+def start_server(
+    tmp: Path, env: dict[str, str], *flags: str, few_descriptors: bool = False
+) -> Server:
     """``serve`` on port 0; its port from the ``sidecar_started`` entry of its log."""
     log_path = tmp / f"serve-{len(list(tmp.glob('serve-*.log')))}.log"
+    limit = ("-c", FEW_DESCRIPTORS) if few_descriptors else ()
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             [
-                *(sys.executable, "-m", "exporter", "serve", "--web.listen-address=127.0.0.1:0"),
-                *("--log.format=json", "--log.level=debug", *flags),
+                *(sys.executable, *limit, "-m", "exporter", "serve"),
+                *("--web.listen-address=127.0.0.1:0", "--log.format=json", "--log.level=debug"),
+                *flags,
             ],
             env=env,
             stdout=subprocess.DEVNULL,
@@ -176,7 +190,12 @@ def server(admin_dsn: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     """A standalone sidecar on a database of its own with LangGraph's tables in place."""
     with fresh_database(admin_dsn) as dsn:
         asyncio.run(prepare_schema(dsn, Settings(postgres_connection_string=dsn)))
-        env = base_env() | {"POSTGRES_CONNECTION_STRING": dsn}
+        # A stalled client of test_stalled_clients_do_not_hold_up_others finishes its request
+        # after a dozen scrapes, which a loaded machine may take longer than 10 s to serve.
+        env = base_env() | {
+            "POSTGRES_CONNECTION_STRING": dsn,
+            "CHECKPOINT_EXPORTER_WEB_READ_HEADER_TIMEOUT": "2m",
+        }
         running = start_server(tmp_path_factory.mktemp("fuzz"), env, "--collector.timeout=2s")
         try:
             yield running
@@ -199,19 +218,75 @@ def auth_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         stop_server(running)
 
 
+def memory_env(**settings: str) -> dict[str, str]:
+    """An in-memory sidecar's environment, with ``CHECKPOINT_EXPORTER_`` settings added."""
+    return (
+        base_env()
+        | {"USE_POSTGRES_SAVER": "false"}
+        | {f"CHECKPOINT_EXPORTER_{name.upper()}": value for name, value in settings.items()}
+    )
+
+
+@pytest.fixture(scope="module")
+def tight_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """An in-memory sidecar that gives a request's headers 0.5 s and an idle connection 1 s."""
+    env = memory_env(web_read_header_timeout="500ms", web_idle_timeout="1s")
+    running = start_server(tmp_path_factory.mktemp("fuzz-tight"), env)
+    try:
+        yield running
+    finally:
+        stop_server(running)
+
+
+def capped(tmp: Path) -> Server:
+    """An in-memory sidecar capped at 16 connections, in a process allowed 64 descriptors.
+
+    Its timeouts are long, so that only the cap closes connections while a test runs.
+    """
+    env = memory_env(
+        web_max_connections="16", web_read_header_timeout="10m", web_idle_timeout="10m"
+    )
+    return start_server(tmp, env, few_descriptors=True)
+
+
+@pytest.fixture
+def capped_server(tmp_path: Path) -> Iterator[Server]:
+    """A capped sidecar of the test's own, so that it sees its own episodes of the cap."""
+    running = capped(tmp_path)
+    try:
+        yield running
+    finally:
+        stop_server(running)
+
+
+@pytest.fixture(scope="module")
+def hostile_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A capped sidecar for the generated hostile clients."""
+    running = capped(tmp_path_factory.mktemp("fuzz-hostile"))
+    try:
+        yield running
+    finally:
+        stop_server(running)
+
+
+SERVERS = ("server", "auth_server", "tight_server", "capped_server", "hostile_server")
+# Warnings that say what the operator must know, not that bad input was mishandled.
+EXPECTED_WARNINGS = {"http_connection_limit_reached"}
+
+
 @pytest.fixture(autouse=True)
 def no_errors_logged(request: pytest.FixtureRequest) -> Iterator[None]:
     """Whatever a client sends, the sidecar logs no error: bad input is the client's mistake."""
-    servers = [
-        request.getfixturevalue(name)
-        for name in ("server", "auth_server")
-        if name in request.fixturenames
-    ]
+    servers = [request.getfixturevalue(name) for name in SERVERS if name in request.fixturenames]
     for running in servers:
         running.new_events()
     yield
     for running in servers:
-        bad = [e for e in running.new_events() if e["level"] not in ("debug", "info")]
+        bad = [
+            e
+            for e in running.new_events()
+            if e["level"] not in ("debug", "info") and e["event"] not in EXPECTED_WARNINGS
+        ]
         assert bad == []
 
 
@@ -234,7 +309,9 @@ TABLE: list[tuple[str, bytes, set[int]]] = [
     ("lowercase method", request("/metrics", "get"), {400, 405}),
     ("junk method", b"G\x01T /metrics HTTP/1.1\r\nHost: x\r\n\r\n", {400}),
     ("CONNECT", b"CONNECT 127.0.0.1:80 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-     {400, 404, 405}),
+     {405}),
+    ("CONNECT to a path", request("/metrics", "CONNECT"), {405}),
+    ("CONNECT to an unknown path", request("/nope", "CONNECT"), {405}),
     ("HEAD metrics", request("/metrics", "HEAD"), {200}),
     ("oversized header", request("/metrics", headers=(("X-Long", LONG),)), {400, 431}),
     ("oversized URL", request("/metrics?" + LONG), {400, 414}),
@@ -379,6 +456,134 @@ def test_clients_that_leave_mid_response_are_harmless(server: Server) -> None:
     for target in KNOWN_PATHS:
         assert get_status(server, target) == 200
     assert server.process.poll() is None
+
+
+# How long a test lets the server take to close a connection it must close: a cap for a
+# wedged server, far above the 0.5 s and 1 s limits of tight_server.
+CLOSE_CAP = 30.0
+
+
+def until_closed(sock: socket.socket, cap: float = CLOSE_CAP) -> bytes:
+    """Everything the server sends until it closes the connection; fails after ``cap`` s."""
+    deadline = time.monotonic() + cap
+    chunks = []
+    while True:
+        sock.settimeout(max(0.01, deadline - time.monotonic()))
+        try:
+            chunk = sock.recv(65536)
+        except TimeoutError:
+            pytest.fail(f"the server kept the connection open for {cap:g} s")
+        except ConnectionResetError:
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def connect(port: int) -> socket.socket:
+    return socket.create_connection(("127.0.0.1", port), timeout=ANSWER_TIMEOUT)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b"GET /\r\n\r\n", b"GET /metrics\r\n\r\n", b"GET / HTTP/0.9\r\n\r\n"],
+    ids=["no-version", "no-version-metrics", "http-0.9"],
+)
+def test_a_request_without_an_http_1_version_gets_400(server: Server, raw: bytes) -> None:
+    """An HTTP/0.9-style request line is a bad request, answered with an HTTP/1.x status line."""
+    data = exchange(server.port, raw)
+    assert data.startswith((b"HTTP/1.0 400 ", b"HTTP/1.1 400 ")), data[:100]
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n",
+        request("/metrics"),
+        b"GET /healthz HTTP/1.0\r\n\r\n",
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /readyz HTTP/1.1\r\nHost: x\r\n\r\n",
+    ],
+    ids=["keep-alive", "close", "http-1.0", "pipelined"],
+)
+def test_a_client_that_half_closes_after_its_request_gets_the_answer(
+    server: Server, raw: bytes
+) -> None:
+    """shutdown(SHUT_WR) after the request ends the request stream, not the wish for an answer."""
+    with connect(server.port) as sock:
+        sock.sendall(raw)
+        sock.shutdown(socket.SHUT_WR)
+        got = answers(until_closed(sock))
+    assert [answer.status for answer in got] == [200] * raw.count(b"GET ")
+
+
+def test_a_connection_that_sends_nothing_is_closed_at_the_header_timeout(
+    tight_server: Server,
+) -> None:
+    """A socket that never sends a byte is closed, without an answer, once headers are late."""
+    with connect(tight_server.port) as sock:
+        assert until_closed(sock) == b""
+    assert get_status(tight_server, "/metrics") == 200
+
+
+def test_headers_sent_a_byte_at_a_time_are_cut_off(tight_server: Server) -> None:
+    """A client that keeps sending, a byte at a time, is closed once its headers are late."""
+    with connect(tight_server.port) as sock:
+        sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        deadline = time.monotonic() + CLOSE_CAP
+        while True:
+            assert time.monotonic() < deadline, "a client trickling its headers was never cut off"
+            try:
+                sock.sendall(b"a")
+            except (BrokenPipeError, ConnectionResetError):
+                break
+            # The client's pace, a byte every 50 ms, while it watches for the close.
+            readable, _, _ = select.select([sock], [], [], 0.05)
+            if readable:
+                with contextlib.suppress(ConnectionResetError):
+                    assert sock.recv(65536) == b"", "an answer to headers never finished"
+                break
+
+
+def test_an_idle_keep_alive_connection_is_closed_at_the_idle_timeout(
+    tight_server: Server,
+) -> None:
+    """After its answer, a kept-alive connection that asks nothing more is closed."""
+    with connect(tight_server.port) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        [answer] = answers(until_closed(sock))
+    assert answer.status == 200
+    assert answer.headers.get("connection", "keep-alive").lower() != "close"
+
+
+async def test_idle_sockets_past_the_cap_leave_scrapes_answered(capped_server: Server) -> None:
+    """100 sockets that send nothing, past the cap (16) and the descriptor limit (64): scrapes
+    and health checks still answer, the cap is logged once, and its end once."""
+    idle = []
+    try:
+        for _ in range(100):
+            idle.append(connect(capped_server.port))
+        for target in ("/metrics", "/healthz", "/api/health/checkpointer") * 2:
+            assert get_status(capped_server, target) == 200
+    finally:
+        for sock in idle:
+            sock.close()
+    assert capped_server.process.poll() is None
+    events: list[dict[str, object]] = []
+
+    def ended() -> bool:
+        events.extend(capped_server.new_events())
+        return any(e["event"] == "http_connection_limit_cleared" for e in events)
+
+    await eventually(ended, what="the end of the cap's episode in the log")
+    reached = [e for e in events if e["event"] == "http_connection_limit_reached"]
+    assert len(reached) == 1
+    assert reached[0]["max_connections"] == 16
+    cleared = [e for e in events if e["event"] == "http_connection_limit_cleared"]
+    assert len(cleared) == 1
+    closed_idle = cleared[0]["closed_idle"]
+    assert isinstance(closed_idle, int)
+    assert closed_idle >= 84
 
 
 TOKEN_CHARS = string.ascii_letters + string.digits + "!#$%&'*+-.^_`|~"
@@ -545,3 +750,84 @@ def test_output_is_valid_after_fuzzing(auth_server: Server) -> None:
     [answer] = answers(exchange(auth_server.port, request("/metrics", headers=(auth(),))))
     assert answer.status == 200
     assert value(parse_metrics(answer.body.decode()), "langgraph_checkpointer_up") == 1
+
+
+# Hostile clients, as (kind, bytes): "ask" sends a request and half-closes, so the server
+# answers or closes; "stall" sends part of a request and waits; "idle" sends nothing.
+versions = st.sampled_from(
+    ["", " HTTP/1.1", " HTTP/1.0", " HTTP/0.9", " HTTP/2.0", " HTTP/1.1 x", " http/1.1", "  "]
+)
+request_lines = st.one_of(
+    st.binary(max_size=120),
+    st.tuples(methods, st.text(alphabet=TOKEN_CHARS + "/?=&%:@ ", max_size=40), versions).map(
+        lambda parts: f"{parts[0]} {parts[1]}{parts[2]}".encode("latin-1")
+    ),
+).map(lambda line: line + b"\r\nHost: x\r\nConnection: close\r\n\r\n")
+huge_headers = st.one_of(
+    st.integers(min_value=8_000, max_value=100_000).map(
+        lambda size: b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Huge: " + b"a" * size + b"\r\n\r\n"
+    ),
+    st.integers(min_value=100, max_value=1_000).map(
+        lambda count: (
+            b"GET /metrics HTTP/1.1\r\nHost: x\r\n"
+            + b"".join(b"X-%d: v\r\n" % i for i in range(count))
+            + b"\r\n"
+        )
+    ),
+)
+hostile_clients = st.lists(
+    st.one_of(
+        st.tuples(st.just("ask"), st.one_of(request_lines, huge_headers)),
+        st.tuples(
+            st.just("stall"),
+            st.binary(max_size=30).map(lambda part: b"GET /metrics HTTP/1.1\r\nHost: x\r\n" + part),
+        ),
+        st.tuples(st.just("idle"), st.just(b"")),
+    ),
+    min_size=1,
+    max_size=24,
+)
+
+
+def send_quietly(sock: socket.socket, raw: bytes) -> None:
+    # The server may answer a huge request and close before the client has sent it all.
+    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+        sock.sendall(raw)
+
+
+@settings(
+    max_examples=25,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(clients=hostile_clients)
+def test_hostile_clients_never_stop_a_scrape(
+    hostile_server: Server, clients: list[tuple[str, bytes]]
+) -> None:
+    """Malformed request lines, huge headers, stalled headers and idle sockets at once, past
+    the cap: a scrape is still answered in time, and every other answer is HTTP/1.x, below 500."""
+    port = hostile_server.port
+    open_sockets: list[tuple[str, socket.socket]] = []
+    try:
+        for kind, raw in clients:
+            sock = connect(port)
+            open_sockets.append((kind, sock))
+            send_quietly(sock, raw)
+            if kind == "ask":
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_WR)
+        [scrape] = answers(exchange(port, request("/metrics")))
+        assert scrape.status == 200
+        assert value(parse_metrics(scrape.body.decode()), "langgraph_checkpointer_up") == 1
+        for kind, sock in open_sockets:
+            if kind == "ask":
+                data = until_closed(sock)
+                if data:
+                    assert data.startswith((b"HTTP/1.0 ", b"HTTP/1.1 ")), data[:100]
+                    assert status_of(data) < 500
+    finally:
+        for _, sock in open_sockets:
+            sock.close()
+    assert hostile_server.process.poll() is None

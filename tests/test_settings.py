@@ -38,6 +38,9 @@ GOOD: dict[str, tuple[str, Any]] = {
     "postgres_schema": ("checkpoints_v2", "checkpoints_v2"),
     "listen_address": ("127.0.0.1:9100", ListenAddress("127.0.0.1", 9100)),
     "telemetry_path": ("/custom-metrics", "/custom-metrics"),
+    "web_read_header_timeout": ("5s", 5.0),
+    "web_idle_timeout": ("0", 0.0),
+    "web_max_connections": ("64", 64),
     "log_level": ("debug", "debug"),
     "log_format": ("json", "json"),
     "data_dir": (
@@ -78,6 +81,9 @@ OTHER: dict[str, tuple[str, Any]] = {
     "postgres_schema": ("other_schema", "other_schema"),
     "listen_address": (":9200", ListenAddress("", 9200)),
     "telemetry_path": ("/other", "/other"),
+    "web_read_header_timeout": ("500ms", 0.5),
+    "web_idle_timeout": ("5m", 300.0),
+    "web_max_connections": ("1000", 1000),
     "log_level": ("error", "error"),
     "log_format": ("console", "console"),
     "data_dir": (
