@@ -56,6 +56,32 @@ class _Episode:
     refused: int = 0
 
 
+def within_descriptor_limit(requested: int) -> int:
+    """``requested``, lowered to leave a quarter of the process's descriptor limit for the rest.
+
+    The rest being the database connections, files, the listening socket: past the limit
+    ``accept()`` fails, and every endpoint with it, without a word, whatever the cap says.
+    At least 32 descriptors are left over. Lowering is logged once.
+    """
+    try:
+        import resource
+    except ImportError:  # Windows: no such limit to read
+        return requested
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return requested
+    allowed = max(1, soft - max(32, soft // 4))
+    if allowed < requested:
+        log.warning(
+            "http_connection_limit_lowered",
+            max_connections=requested,
+            lowered_to=allowed,
+            file_descriptor_limit=soft,
+        )
+        return allowed
+    return requested
+
+
 class ConnectionLimit:
     """At most ``maximum`` connections open; at the cap a new one closes the longest-open idle one.
 
@@ -232,7 +258,7 @@ class ConnectionSite(web.TCPSite):
         super().__init__(runner, host, port, ssl_context=ssl_context)
         self._limits = limits
         self._logger = logger
-        self._connections = ConnectionLimit(limits.max_connections)
+        self._connections = ConnectionLimit(within_descriptor_limit(limits.max_connections))
 
     def _connection(self) -> Connection:
         server = self._runner.server

@@ -489,9 +489,10 @@ SPECS: tuple[Spec, ...] = (
         "--web.max-connections",
         integer_in(1, 65_535),
         "256",
-        "Most connections open at once; keep it below the process's file descriptor limit. At "
-        "the cap a new connection closes the longest-open idle one, or is closed itself when "
-        "every one has a request in hand.",
+        "Most connections open at once, lowered at start (with a warning) to leave a quarter of "
+        "the file descriptor limit, at least 32, for the rest. At the cap a new connection "
+        "closes the longest-open idle one, or is closed itself when every one has a request in "
+        "hand.",
     ),
     Spec(
         "log_level",

@@ -239,14 +239,16 @@ def tight_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 
 def capped(tmp: Path) -> Server:
-    """An in-memory sidecar capped at 16 connections, in a process allowed 64 descriptors.
+    """An in-memory sidecar with the default cap, in a process allowed 64 descriptors.
 
-    Its timeouts are long, so that only the cap closes connections while a test runs.
+    The cap is then lowered to 32, leaving 32 descriptors for the rest. Its timeouts are
+    long, so that only the cap closes connections while a test runs.
     """
-    env = memory_env(
-        web_max_connections="16", web_read_header_timeout="10m", web_idle_timeout="10m"
-    )
-    return start_server(tmp, env, few_descriptors=True)
+    env = memory_env(web_read_header_timeout="10m", web_idle_timeout="10m")
+    running = start_server(tmp, env, few_descriptors=True)
+    lowered = [e for e in running.new_events() if e["event"] == "http_connection_limit_lowered"]
+    assert [(e["max_connections"], e["lowered_to"]) for e in lowered] == [(256, 32)]
+    return running
 
 
 @pytest.fixture
@@ -271,7 +273,7 @@ def hostile_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]
 
 SERVERS = ("server", "auth_server", "tight_server", "capped_server", "hostile_server")
 # Warnings that say what the operator must know, not that bad input was mishandled.
-EXPECTED_WARNINGS = {"http_connection_limit_reached"}
+EXPECTED_WARNINGS = {"http_connection_limit_reached", "http_connection_limit_lowered"}
 
 
 @pytest.fixture(autouse=True)
@@ -557,8 +559,8 @@ def test_an_idle_keep_alive_connection_is_closed_at_the_idle_timeout(
 
 
 async def test_idle_sockets_past_the_cap_leave_scrapes_answered(capped_server: Server) -> None:
-    """100 sockets that send nothing, past the cap (16) and the descriptor limit (64): scrapes
-    and health checks still answer, the cap is logged once, and its end once."""
+    """100 sockets that send nothing, past the descriptor limit (64) and the cap it lowers (32):
+    scrapes and health checks still answer, the cap is logged once, and its end once."""
     idle = []
     try:
         for _ in range(100):
@@ -578,12 +580,12 @@ async def test_idle_sockets_past_the_cap_leave_scrapes_answered(capped_server: S
     await eventually(ended, what="the end of the cap's episode in the log")
     reached = [e for e in events if e["event"] == "http_connection_limit_reached"]
     assert len(reached) == 1
-    assert reached[0]["max_connections"] == 16
+    assert reached[0]["max_connections"] == 32
     cleared = [e for e in events if e["event"] == "http_connection_limit_cleared"]
     assert len(cleared) == 1
     closed_idle = cleared[0]["closed_idle"]
     assert isinstance(closed_idle, int)
-    assert closed_idle >= 84
+    assert closed_idle >= 100 - 32
 
 
 TOKEN_CHARS = string.ascii_letters + string.digits + "!#$%&'*+-.^_`|~"
