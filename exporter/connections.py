@@ -12,10 +12,11 @@ The handler also answers two kinds of client aiohttp does not: one that half-clo
 request gets its answer before the connection closes, and a request line without an HTTP/1
 version (HTTP/0.9) gets 400 with an HTTP/1.x status line instead of a reply in HTTP/0.9.
 
-aiohttp has no hook for these, so the handler reads three of ``RequestHandler``'s attributes:
+aiohttp has no hook for these, so the handler reads three of ``RequestHandler``'s attributes,
 ``_waiter`` (pending while it waits for a request), ``_request_count`` (requests parsed) and
-``_messages`` (parsed requests not yet handled). tests/test_http_fuzz.py holds each behaviour
-over real sockets, so an aiohttp release that changes them fails there.
+``_messages`` (parsed requests not yet handled), and queues a 400 as aiohttp's ``_ErrInfo``,
+as its parser does. tests/test_http_fuzz.py holds each behaviour over real sockets, so an
+aiohttp release that changes them fails there.
 """
 
 from __future__ import annotations
@@ -131,11 +132,7 @@ class ConnectionLimit:
     def _reached(self) -> _Episode:
         if self._episode is None:
             self._episode = _Episode(monotonic())
-            log.warning(
-                "http_connection_limit_reached",
-                max_connections=self.maximum,
-                action="closing the longest-open idle connection for each new one",
-            )
+            log.warning("http_connection_limit_reached", max_connections=self.maximum)
         return self._episode
 
 
