@@ -64,22 +64,9 @@ class Server:
 
 def exchange(port: int, request: bytes, timeout: float = ANSWER_TIMEOUT) -> bytes:
     """Send ``request`` and read until the server closes; fail if that takes over ``timeout``."""
-    deadline = time.monotonic() + timeout
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
         sock.sendall(request)
-        chunks = []
-        while True:
-            sock.settimeout(max(0.01, deadline - time.monotonic()))
-            try:
-                chunk = sock.recv(65536)
-            except TimeoutError:
-                pytest.fail(f"no complete answer within {timeout}s to {request[:200]!r}")
-            except ConnectionResetError:
-                break
-            if not chunk:
-                break
-            chunks.append(chunk)
-    return b"".join(chunks)
+        return until_closed(sock, timeout)
 
 
 def answers(data: bytes) -> list[Answer]:

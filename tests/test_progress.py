@@ -44,14 +44,30 @@ def add(state: State) -> dict[str, Any]:
     return {"n": 1}
 
 
-def linear() -> StateGraph[Any]:
+def chain(**nodes: Any) -> StateGraph[Any]:
+    """START, then ``nodes`` one after another in the order given, then END."""
     graph: StateGraph[Any] = StateGraph(State)
-    graph.add_node("a", add)
-    graph.add_node("b", add)
-    graph.add_edge(START, "a")
-    graph.add_edge("a", "b")
-    graph.add_edge("b", END)
+    names = list(nodes)
+    for name, node in nodes.items():
+        graph.add_node(name, node)
+    for before, after in zip([START, *names], [*names, END], strict=True):
+        graph.add_edge(before, after)
     return graph
+
+
+def linear() -> StateGraph[Any]:
+    return chain(a=add, b=add)
+
+
+def slow(started: asyncio.Event, release: asyncio.Event) -> StateGraph[Any]:
+    """a, then a node that waits for ``release`` once ``started``: a run to cancel mid-step."""
+
+    async def wait(state: State) -> dict[str, Any]:
+        started.set()
+        await release.wait()
+        return {"n": 1}
+
+    return chain(a=add, slow=wait)
 
 
 def branches() -> StateGraph[Any]:
@@ -67,21 +83,7 @@ def branches() -> StateGraph[Any]:
 
 
 def with_subgraph() -> StateGraph[Any]:
-    inner: StateGraph[Any] = StateGraph(State)
-    inner.add_node("x", add)
-    inner.add_node("y", add)
-    inner.add_edge(START, "x")
-    inner.add_edge("x", "y")
-    inner.add_edge("y", END)
-    graph: StateGraph[Any] = StateGraph(State)
-    graph.add_node("a", add)
-    graph.add_node("sub", inner.compile())
-    graph.add_node("b", add)
-    graph.add_edge(START, "a")
-    graph.add_edge("a", "sub")
-    graph.add_edge("sub", "b")
-    graph.add_edge("b", END)
-    return graph
+    return chain(a=add, sub=chain(x=add, y=add).compile(), b=add)
 
 
 def fan_out(worker: Any) -> StateGraph[Any]:
@@ -112,25 +114,11 @@ def asking() -> StateGraph[Any]:
     def ask(state: State) -> dict[str, Any]:
         return {"n": int(interrupt("how many?"))}
 
-    graph: StateGraph[Any] = StateGraph(State)
-    graph.add_node("a", add)
-    graph.add_node("ask", ask)
-    graph.add_node("b", add)
-    graph.add_edge(START, "a")
-    graph.add_edge("a", "ask")
-    graph.add_edge("ask", "b")
-    graph.add_edge("b", END)
-    return graph
+    return chain(a=add, ask=ask, b=add)
 
 
 def failing(node: Flaky) -> StateGraph[Any]:
-    graph: StateGraph[Any] = StateGraph(State)
-    graph.add_node("a", add)
-    graph.add_node("boom", node)
-    graph.add_edge(START, "a")
-    graph.add_edge("a", "boom")
-    graph.add_edge("boom", END)
-    return graph
+    return chain(a=add, boom=node)
 
 
 class Runner:
@@ -271,18 +259,7 @@ async def test_a_node_that_raises_then_a_retry(mode: str) -> None:
 
 async def test_a_cancelled_run_then_a_resume() -> None:
     started, release = asyncio.Event(), asyncio.Event()
-
-    async def slow(state: State) -> dict[str, Any]:
-        started.set()
-        await release.wait()
-        return {"n": 1}
-
-    graph: StateGraph[Any] = StateGraph(State)
-    graph.add_node("a", add)
-    graph.add_node("slow", slow)
-    graph.add_edge(START, "a")
-    graph.add_edge("a", "slow")
-    graph.add_edge("slow", END)
+    graph = slow(started, release)
     runner = Runner(graph, "async")
     run = asyncio.create_task(runner.run({"n": 0}))
     await started.wait()

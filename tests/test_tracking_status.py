@@ -14,7 +14,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from langgraph.graph import END, START, StateGraph
+from langgraph.graph import StateGraph
 from langgraph.types import Command
 from prometheus_client import CollectorRegistry
 
@@ -30,6 +30,7 @@ from tests.test_progress import (
     fan_out,
     joined,
     linear,
+    slow,
     with_subgraph,
 )
 from tests.waiting import eventually
@@ -179,18 +180,7 @@ async def test_a_cancelled_run_is_cancelled_and_a_resume_completes(
     saver: InstrumentedSaver, dsn: str, settings: Settings
 ) -> None:
     started, release = asyncio.Event(), asyncio.Event()
-
-    async def slow(state: State) -> dict[str, Any]:
-        started.set()
-        await release.wait()
-        return {"n": 1}
-
-    graph: StateGraph[Any] = StateGraph(State)
-    graph.add_node("a", add)
-    graph.add_node("slow", slow)
-    graph.add_edge(START, "a")
-    graph.add_edge("a", "slow")
-    graph.add_edge("slow", END)
+    graph = slow(started, release)
     flow = Workflow(saver, dsn, settings, graph, "async", "cancelled")
     run = asyncio.create_task(flow.run({"n": 0}))
     await started.wait()
