@@ -13,7 +13,7 @@ Rules, in order; the first that applies decides:
    error or mismatch);
 5. ``degraded`` (HTTP 200): the checkpointer pool is exhausted (every
    connection busy and requests waiting);
-6. ``degraded`` (HTTP 200): the last recovery check found running workflows
+6. ``degraded`` (HTTP 200): the last recovery check found running or interrupted workflows
    whose latest checkpoint does not load;
 7. ``degraded`` (HTTP 200): the integrity checks found problems;
 8. ``healthy`` (HTTP 200): otherwise.

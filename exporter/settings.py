@@ -697,8 +697,8 @@ SPECS: tuple[Spec, ...] = (
         "--recovery.limit",
         integer_in(1, 1_000_000),
         "100",
-        "Running workflows (newest first) whose latest checkpoint the recovery check loads "
-        "per run.",
+        "Running and interrupted workflows (newest first) whose latest checkpoint the recovery "
+        "check loads per run.",
     ),
     Spec(
         "integrity_batch",

@@ -34,7 +34,8 @@ def recovery_families(report: RecoveryReport | None) -> list[Metric]:
     return [
         GaugeMetricFamily(
             PREFIX + "workflows_checked",
-            "Running workflows whose latest checkpoint the last recovery check loaded.",
+            "Running and interrupted workflows whose latest checkpoint the last recovery check "
+            "loaded.",
             value=report.checked if report else 0,
         ),
         GaugeMetricFamily(

@@ -1,6 +1,7 @@
-"""The recovery check: could the workflows that were running resume from their checkpoints?
+"""The recovery check: could the unfinished workflows resume from their checkpoints?
 
-It selects the threads ``workflow_metadata`` says were running (newest
+It selects the threads ``workflow_metadata`` says were running or interrupted (waiting at a
+breakpoint or ``interrupt()`` to be resumed; newest
 activity first, at most ``recovery_limit``) and loads each one's latest
 checkpoint with full deserialization, the way LangGraph does when a run
 resumes. A thread whose checkpoint is gone or does not decode counts as
@@ -36,7 +37,7 @@ from exporter.redact import describe_error
 from exporter.settings import Settings
 from exporter.workflows.canary import saver_connect_kwargs
 from exporter.workflows.saver_schema import SaverSchema, read_saver_schema
-from exporter.workflows.schema import CANARY_THREAD_ID, RUNNING, TABLE
+from exporter.workflows.schema import CANARY_THREAD_ID, INTERRUPTED, RUNNING, TABLE
 
 log = get_logger("recovery")
 
@@ -46,7 +47,7 @@ WORKFLOW_TABLE_EXISTS = (
 # {table} is the schema-qualified workflow_metadata, quoted as identifiers.
 RUNNING_WORKFLOWS = """
 SELECT thread_id FROM {table}
-WHERE status = %s AND thread_id <> %s
+WHERE status = ANY(%s) AND thread_id <> %s
 ORDER BY last_activity DESC, thread_id
 LIMIT %s
 """
@@ -223,7 +224,7 @@ class RecoveryCheck:
                 return False
             cursor = await conn.execute(
                 running_workflows_query(schema),
-                (RUNNING, CANARY_THREAD_ID, self._settings.recovery_limit),
+                ([RUNNING, INTERRUPTED], CANARY_THREAD_ID, self._settings.recovery_limit),
             )
             threads = [str(r["thread_id"]) for r in await cursor.fetchall()]
             saver = self._reader(conn, await read_saver_schema(conn, schema), tally)
