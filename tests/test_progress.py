@@ -302,3 +302,13 @@ def test_the_reserved_names_are_langgraphs() -> None:
         langgraph_constants.NO_WRITES,
         langgraph_constants.RETURN,
     } >= rule.CONTROL
+
+
+def test_versions_of_mixed_types_still_compare() -> None:
+    """A checkpoint migrated between savers may mix int and str versions: no exception."""
+    checkpoint = {
+        "channel_values": {"branch:to:b": None},
+        "channel_versions": {"branch:to:b": "00000000000000000000000000000002.0.1"},
+        "versions_seen": {"b": {"branch:to:b": 1}},
+    }
+    assert progress(checkpoint).next == ("b",)

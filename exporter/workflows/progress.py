@@ -87,10 +87,24 @@ def due_tasks(checkpoint: Mapping[str, Any]) -> tuple[Task, ...]:
         if node is None or node in due:
             continue
         seen = seen_by.get(node, {}).get(channel)
-        if seen is None or version > seen:
+        if seen is None or _newer(version, seen):
             due[node] = None
     tasks += [Task(node, f"~{PULL}, {node}") for node in due]
     return tuple(tasks)
+
+
+def _newer(version: Any, seen: Any) -> bool:
+    """LangGraph's version order: numbers, or strings led by a zero-padded counter
+    (``"000…02.0.61"``); of mixed kinds, the counters are compared."""
+    try:
+        return bool(version > seen)
+    except TypeError:
+        return _counter(version) > _counter(seen)
+
+
+def _counter(version: Any) -> int:
+    text = str(version).partition(".")[0]
+    return int(text) if text.isdigit() else 0
 
 
 def _triggered_node(channel: str, values: Mapping[str, Any]) -> str | None:
