@@ -40,7 +40,6 @@ if TYPE_CHECKING:
     from exporter.workflows.integrity import PassReport
 
 PROG = "checkpoint-exporter"
-COMMANDS = ("serve", "loadtest", "verify", "healthcheck")
 HEALTHCHECK_TIMEOUT = 5.0
 
 log = get_logger("cli")

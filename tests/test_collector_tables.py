@@ -397,8 +397,13 @@ async def test_figures_match_the_rows_inserted(dsn: str, filled_settings: Settin
     assert value(samples, name + "_count") == sampled
     low, high = checkpoint_range["low"], checkpoint_range["high"]
     assert low * sampled <= value(samples, name + "_sum") <= high * sampled
-    for bound, count in buckets(samples, name).items():
-        assert count == (0 if bound < low else sampled) or low <= bound < high
+    counts = buckets(samples, name)
+    assert list(counts.values()) == sorted(counts.values())  # cumulative
+    for bound, count in counts.items():
+        if bound < low:
+            assert count == 0, bound
+        elif bound >= high:
+            assert count == sampled, bound
 
     blobs = value(samples, "langgraph_checkpointer_tables_sample_rows", table="checkpoint_blobs")
     assert 0 < blobs <= SAMPLE_ROWS

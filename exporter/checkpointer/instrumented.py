@@ -68,7 +68,6 @@ TIMED: Final[Mapping[str, tuple[str, Kind]]] = {
 FORWARDED: Final = ("get_next_version",)
 # Defined on every proxy, delegating to the inner saver.
 DELEGATED: Final = ("serde", "config_specs", "with_allowlist")
-CONTEXT_MANAGER_METHODS: Final = ("__enter__", "__exit__", "__aenter__", "__aexit__")
 
 
 @dataclass(frozen=True, slots=True)

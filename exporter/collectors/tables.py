@@ -77,8 +77,6 @@ from exporter.sql import bound
 
 PREFIX = "langgraph_checkpointer_tables_"
 TABLES: Final = ("checkpoints", "checkpoint_blobs", "checkpoint_writes", "checkpoint_migrations")
-SAMPLED_TABLES: Final = ("checkpoints", "checkpoint_blobs")
-PARTS: Final = ("heap", "toast", "indexes")
 MAINTENANCE: Final = ("vacuum", "autovacuum", "analyze", "autoanalyze")
 # Rows read per sampled table; the histograms' resolution, and their cost.
 SAMPLE_ROWS: Final = 1000
