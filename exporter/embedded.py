@@ -1,4 +1,8 @@
-"""A PostgreSQL owned by the exporter: started from the `pgserver` package, no root or Docker."""
+"""A PostgreSQL owned by the exporter: started from the `pgserver` package, no root or Docker.
+
+``pgserver`` comes with the ``embedded`` extra (``./dev`` installs it); a sidecar given
+``POSTGRES_CONNECTION_STRING`` never imports it.
+"""
 
 from __future__ import annotations
 
@@ -40,6 +44,11 @@ async def embedded_database(data_dir: Path) -> AsyncIterator[str]:
     """
     try:
         server = await asyncio.to_thread(_start, data_dir)
+    except ImportError as exc:
+        raise EmbeddedDatabaseError(
+            "no POSTGRES_CONNECTION_STRING, and the embedded PostgreSQL is not installed: "
+            "pip install 'checkpoint-exporter[embedded]', or give a connection string"
+        ) from exc
     except Exception as exc:
         raise EmbeddedDatabaseError(
             f"could not start the embedded PostgreSQL in {data_dir}: {exc}"

@@ -512,3 +512,21 @@ def test_python_m_exporter_version(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert done.stdout == f"checkpoint-exporter {VERSION}\n"
     assert done.stderr == ""
+
+
+def test_without_the_embedded_extra_a_missing_database_is_one_line(tmp_path: Path) -> None:
+    """No connection string and no pgserver: one line naming the extra, exit 2, no traceback."""
+    script = (
+        "import sys; sys.modules['pgserver'] = None; "  # as if the extra were not installed
+        "from exporter.cli import main; sys.exit(main(['verify']))"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("POSTGRES_", "CHECKPOINT_"))}
+    env["CHECKPOINT_EXPORTER_DATA_DIR"] = str(tmp_path / "pgdata")
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert "checkpoint-exporter[embedded]" in lines[0]
+    assert "Traceback" not in done.stderr
