@@ -24,7 +24,7 @@ from exporter.checkpointer.factory import prepare_schema
 from exporter.checkpointer.metrics import TRACKING_DROPS, TRACKING_ERRORS, TRACKING_EVENTS
 from exporter.settings import Settings
 from exporter.workflows import schema
-from exporter.workflows.tracker import ERROR_CHANNEL, INTERRUPT_CHANNEL
+from exporter.workflows.progress import ERROR, INTERRUPT
 from tests.graphs import config, review_graph
 from tests.ports import refused_port
 from tests.samples import samples_of, value
@@ -218,7 +218,7 @@ async def test_a_late_save_never_undoes_a_status_but_a_newer_one_resumes(
     snapshot = await saver.aget_tuple(config("t"))
     assert snapshot is not None
     interrupted_at = snapshot.config
-    tracker.observe("put_writes", (interrupted_at, [(INTERRUPT_CHANNEL, ())], "task"), {}, None)
+    tracker.observe("put_writes", (interrupted_at, [(INTERRUPT, ())], "task"), {}, None)
     assert await tracker.flush()
     late = {"configurable": {**interrupted_at["configurable"]}}
     tracker.observe("put", (late, snapshot.checkpoint, {}, {}), {}, None)
@@ -479,5 +479,5 @@ async def test_schema_preparation_is_idempotent(settings: Settings, dsn: str) ->
 
 def test_channel_names_are_langgraphs() -> None:
     """The channels the tracker watches are the ones LangGraph writes."""
-    assert ERROR_CHANNEL == langgraph_constants.ERROR
-    assert INTERRUPT_CHANNEL == langgraph_constants.INTERRUPT
+    assert ERROR == langgraph_constants.ERROR
+    assert INTERRUPT == langgraph_constants.INTERRUPT

@@ -87,8 +87,6 @@ if TYPE_CHECKING:
 
 log = get_logger("tracking")
 
-ERROR_CHANNEL: Final = ERROR
-INTERRUPT_CHANNEL: Final = INTERRUPT
 # Threads waiting to be written while the database is away; beyond it the oldest are dropped.
 MAX_PENDING_THREADS: Final = 10_000
 # Runs going on at once; beyond it the oldest (a stream never finished) is forgotten.
@@ -121,6 +119,13 @@ _EVENT_LABELS: Final[Mapping[int, str]] = {
     RUN_END: "run_end",
     UNREADABLE: "unreadable",
     PRUNE: "prune",
+}
+
+# What a write to LangGraph's reserved channels says of its checkpoint.
+_WRITE_PHASES: Final[Mapping[int, Phase]] = {
+    ERROR_WRITE: Phase.ERRORED,
+    INTERRUPT_WRITE: Phase.INTERRUPTED,
+    RESUME_WRITE: Phase.DUE,
 }
 
 Event = tuple[int, Any, str, str | None, float, Any]
@@ -192,6 +197,12 @@ WHERE w.thread_id = ANY(%(thread_id)s::text[])
 """
 
 
+def supersedes(checkpoint_id: str, strict: bool, current: str | None) -> bool:
+    """Whether a reading about ``checkpoint_id`` replaces one about ``current``: a newer
+    checkpoint always does, the same one unless the reading came from a save (``strict``)."""
+    return current is None or checkpoint_id > current or (checkpoint_id == current and not strict)
+
+
 class Update:
     """What the events of one batch do to one thread's row, folded in arrival order.
 
@@ -238,12 +249,9 @@ class Update:
 
     def _read(self, status: str, checkpoint_id: str, *, strict: bool) -> None:
         """Take ``status`` about ``checkpoint_id`` unless the batch knows a newer reading."""
-        current = self.status_id
-        if self.status is not None and current is None:  # after a mark: the row decides
+        if self.status is not None and self.status_id is None:  # after a mark: the row decides
             self.fallback = self.status
-        elif current is not None and (
-            checkpoint_id < current or (checkpoint_id == current and strict)
-        ):
+        elif not supersedes(checkpoint_id, strict, self.status_id):
             return
         self.status, self.status_id, self.strict = status, checkpoint_id, strict
 
@@ -477,9 +485,9 @@ class WorkflowTracker:
             self._events.append((FAILED_WRITE, configurable["thread_id"], "", None, time(), error))
             return
         for channel, value in args[1] if len(args) > 1 else kwargs["writes"]:
-            if channel == ERROR_CHANNEL:
+            if channel == ERROR:
                 kind, detail = ERROR_WRITE, error_name(value)
-            elif channel == INTERRUPT_CHANNEL:
+            elif channel == INTERRUPT:
                 kind, detail = INTERRUPT_WRITE, None
             elif channel == RESUME:
                 kind, detail = RESUME_WRITE, None
@@ -597,11 +605,7 @@ class WorkflowTracker:
         elif kind == FAILED_WRITE:
             update.failed_write(detail, at)
         elif kind in (ERROR_WRITE, INTERRUPT_WRITE, RESUME_WRITE):
-            phase = {
-                ERROR_WRITE: Phase.ERRORED,
-                INTERRUPT_WRITE: Phase.INTERRUPTED,
-                RESUME_WRITE: Phase.DUE,
-            }[kind]
+            phase = _WRITE_PHASES[kind]
             update.wrote(status(phase, detail), detail, at, namespace, checkpoint_id)
             if namespace == "" and checkpoint_id is not None:
                 self._saw(thread_id, checkpoint_id, phase, detail, strict=False)
@@ -620,7 +624,7 @@ class WorkflowTracker:
         if not self._running[thread_id]:
             return
         known = self._latest.get(thread_id)
-        if known is None or checkpoint_id > known[0] or (checkpoint_id == known[0] and not strict):
+        if supersedes(checkpoint_id, strict, None if known is None else known[0]):
             self._latest[thread_id] = (checkpoint_id, phase, error)
 
     def _forget(self, token: object) -> None:
