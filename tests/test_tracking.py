@@ -21,10 +21,10 @@ from structlog.testing import capture_logs
 
 from exporter import InstrumentedSaver, WorkflowTracker, build_checkpointer
 from exporter.checkpointer.factory import prepare_schema
-from exporter.checkpointer.metrics import TRACKING_DROPS, TRACKING_ERRORS, TRACKING_EVENTS
 from exporter.settings import Settings
 from exporter.workflows import schema
 from exporter.workflows.progress import ERROR, INTERRUPT
+from exporter.workflows.tracking_metrics import TRACKING_DROPS, TRACKING_ERRORS, TRACKING_EVENTS
 from tests.graphs import config, review_graph
 from tests.ports import refused_port
 from tests.samples import samples_of, value

@@ -57,7 +57,6 @@ from prometheus_client import CollectorRegistry
 from psycopg import AsyncConnection, sql
 from psycopg_pool import PoolTimeout
 
-from exporter.checkpointer.metrics import TRACKING_EVENTS, TrackingMetrics, tracking_metrics
 from exporter.database import exporter_connect_kwargs
 from exporter.log import get_logger
 from exporter.redact import describe_error
@@ -81,6 +80,7 @@ from exporter.workflows.schema import (
     INTERRUPTED,
     TABLE,
 )
+from exporter.workflows.tracking_metrics import TRACKING_EVENTS, TrackingMetrics, tracking_metrics
 
 if TYPE_CHECKING:
     from exporter.workflows.runs import RunWatcher
