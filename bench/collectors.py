@@ -55,12 +55,12 @@ from psycopg import AsyncConnection, sql
 from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool
 
-from exporter.checkpointer.factory import prepare_schema
 from exporter.collectors import ALL, Collector, ScrapeContext, create
 from exporter.collectors import tables as tables_module
 from exporter.collectors.tables import TablesCollector
 from exporter.database import exporter_pool
 from exporter.embedded import embedded_database
+from exporter.factory import prepare_schema
 from exporter.log import configure_logging
 from exporter.scrape import SUCCESS, run_collectors
 from exporter.settings import Settings

@@ -70,13 +70,13 @@ from psycopg import AsyncConnection, sql
 from psycopg.conninfo import conninfo_to_dict
 
 from exporter import sql as exporter_sql
-from exporter.checkpointer.factory import build_checkpointer
 from exporter.cli import build_parser
 from exporter.collectors import activity, migrations, tables, workflows
 from exporter.collectors.tables import TablesCollector
 from exporter.database import exporter_connect_kwargs
 from exporter.embedded import embedded_database
 from exporter.exposition import Renderer, exposition
+from exporter.factory import build_checkpointer
 from exporter.loadtest import percentile
 from exporter.log import configure_logging
 from exporter.scrape import run_collector

@@ -50,11 +50,11 @@ from collectors import RATIO_TARGET, SIZES, WARMUP, Result, Subject, connect, fl
 from psycopg import AsyncConnection, sql
 from psycopg.rows import DictRow
 
-from exporter.checkpointer.factory import prepare_schema
 from exporter.collectors import ScrapeContext
 from exporter.collectors.workflows import WorkflowsCollector, summary_query
 from exporter.database import exporter_connect_kwargs, exporter_pool
 from exporter.embedded import embedded_database
+from exporter.factory import prepare_schema
 from exporter.loadtest import percentile
 from exporter.log import configure_logging
 from exporter.settings import Settings

@@ -1,7 +1,7 @@
 """Prometheus metrics and health for LangGraph checkpointers persisting in PostgreSQL."""
 
-from exporter.checkpointer.factory import CheckpointerUnavailableError, build_checkpointer
 from exporter.checkpointer.instrumented import InstrumentedSaver, Observation, instrument
+from exporter.factory import CheckpointerUnavailableError, build_checkpointer
 from exporter.settings import Settings, SettingsError
 from exporter.sidecar import Sidecar
 from exporter.workflows.tracker import WorkflowRun, WorkflowTracker

@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import psycopg
 from prometheus_client import disable_created_metrics
 
-from exporter.checkpointer.factory import CheckpointerUnavailableError
 from exporter.database import connection_string, exporter_connect_kwargs
 from exporter.embedded import EmbeddedDatabaseError
+from exporter.factory import CheckpointerUnavailableError
 from exporter.log import configure_logging, get_logger
 from exporter.redact import describe_error, redact
 from exporter.settings import (

@@ -19,9 +19,9 @@ from typing import Any
 from prometheus_client import REGISTRY, CollectorRegistry
 from psycopg import AsyncConnection, sql
 
-from exporter.checkpointer.factory import build_checkpointer
 from exporter.checkpointer.instrumented import Observation
 from exporter.database import exporter_connect_kwargs
+from exporter.factory import build_checkpointer
 from exporter.log import get_logger
 from exporter.settings import Settings
 from exporter.sidecar import Sidecar

@@ -3,27 +3,23 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Coroutine, Sequence
 from contextlib import ExitStack
 from types import TracebackType
 from typing import Any
 
-from aiohttp import web
-from aiohttp.http_exceptions import HttpProcessingError
-from aiohttp.log import server_logger
 from langgraph.checkpoint.serde.base import SerializerProtocol
 from prometheus_client import REGISTRY, CollectorRegistry
 from prometheus_client.metrics_core import Metric
 from psycopg_pool import AsyncConnectionPool
 
 from exporter import collectors as collector_registry
+from exporter import server
 from exporter.causes import ERROR, TIMEOUT
 from exporter.checkpointer.backend import MEMORY, POSTGRES, Backend
 from exporter.checkpointer.instrumented import InstrumentedSaver
 from exporter.collectors.base import BackgroundWork, Collector, ScrapeContext
 from exporter.collectors.integrity import IntegrityCollector
-from exporter.connections import ConnectionSite, Limits
 from exporter.database import Ping, exporter_pool, ping
 from exporter.health import HealthInputs, IntegritySummary, health_document
 from exporter.leader import LeaderElection
@@ -52,24 +48,6 @@ VERSIONS = {
     "langgraph_checkpoint_version": LANGGRAPH_CHECKPOINT_VERSION,
     "python_version": PYTHON_VERSION,
 }
-
-
-class ServerLog(logging.LoggerAdapter[logging.Logger]):
-    """aiohttp's server logger, with the requests clients got wrong kept out of the errors.
-
-    aiohttp logs every request it cannot parse (a malformed header, an oversized line) at
-    ERROR level, with a traceback that quotes the offending bytes, which may be a
-    credential. Such a request is the client's mistake and is answered 4xx; a port scanner
-    must not page whoever alerts on error logs. So it becomes one debug event naming the
-    error class only, as aiohttp itself does for an unknown method on a fresh connection.
-    Anything else, a handler's exception above all, stays an error.
-    """
-
-    def exception(self, msg: object, *args: object, exc_info: Any = True, **kwargs: Any) -> None:
-        if isinstance(exc_info, HttpProcessingError) and 400 <= exc_info.code < 500:
-            log.debug("http_bad_request", status=exc_info.code, error=type(exc_info).__name__)
-            return
-        super().exception(msg, *args, exc_info=exc_info, **kwargs)
 
 
 class Sidecar:
@@ -115,8 +93,7 @@ class Sidecar:
         )
         self._pool_warnings: ExitStack | None = None
         self._tasks: list[asyncio.Task[None]] = []
-        self._runner: web.AppRunner | None = None
-        self._site: ConnectionSite | None = None
+        self._http: server.HttpServer | None = None
         self._started = False
 
     @property
@@ -271,49 +248,29 @@ class Sidecar:
     @property
     def port(self) -> int:
         """The port actually bound (useful with port 0)."""
-        if self._runner is None or not self._runner.addresses:
+        if self._http is None:
             raise RuntimeError("the sidecar is not started")
-        return int(self._runner.addresses[0][1])
+        return self._http.port
 
     @property
     def url(self) -> str:
         """The base URL of this sidecar: https when the web configuration file enables TLS."""
-        host = self.settings.listen_address.host or "127.0.0.1"
-        host = f"[{host}]" if ":" in host else host
-        web_config = self.settings.web_config_file
-        scheme = "https" if web_config is not None and web_config.tls is not None else "http"
-        return f"{scheme}://{host}:{self.port}"
+        if self._http is None:
+            raise RuntimeError("the sidecar is not started")
+        return self._http.url
 
     async def start(self) -> None:
         """Open the exporter's pool (without waiting for the database) and bind the address.
 
         If binding fails, everything opened so far is released before the error propagates.
         """
-        from exporter.server import create_app
-
         try:
             self._pool_warnings = ExitStack()
             self._pool_warnings.enter_context(collapse_pool_warnings(self.outages))
             if self._database is not None:
                 # wait=False: an unreachable database must not keep the sidecar from serving.
                 await self._database.open(wait=False)
-            self._runner = web.AppRunner(create_app(self), handle_signals=False)
-            await self._runner.setup()
-            settings = self.settings
-            web_config = settings.web_config_file
-            self._site = ConnectionSite(
-                self._runner,
-                settings.listen_address.host or None,
-                settings.listen_address.port,
-                limits=Limits(
-                    header_timeout=settings.web_read_header_timeout,
-                    idle_timeout=settings.web_idle_timeout,
-                    max_connections=settings.web_max_connections,
-                ),
-                logger=ServerLog(server_logger),
-                ssl_context=web_config.ssl_context() if web_config is not None else None,
-            )
-            await self._site.start()
+            self._http = await server.serve(self, self.settings)
             if self.canary is not None:
                 self._spawn(self.canary.run(self.leading), "canary")
             if self.recovery is not None:
@@ -356,9 +313,9 @@ class Sidecar:
         for collector in self.collectors:
             if isinstance(collector, BackgroundWork):
                 await collector.close()
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = self._site = None
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
         if self.leader is not None:
             await self.leader.close()
         if self.database_check is not None:

@@ -13,9 +13,9 @@ from prometheus_client import CollectorRegistry
 from structlog.testing import capture_logs
 
 from exporter import Sidecar
-from exporter.checkpointer.factory import prepare_schema
 from exporter.collectors.base import ScrapeContext
 from exporter.collectors.canary import CanaryCollector
+from exporter.factory import prepare_schema
 from exporter.settings import Settings
 from exporter.workflows.canary import (
     ERROR,

@@ -10,7 +10,6 @@ from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
 from prometheus_client import CollectorRegistry
 
 from exporter import Sidecar
-from exporter.checkpointer.factory import prepare_schema
 from exporter.checkpointer.instrumented import instrument
 from exporter.collectors.base import ScrapeContext
 from exporter.collectors.migrations import (
@@ -21,6 +20,7 @@ from exporter.collectors.migrations import (
     migrations_families,
 )
 from exporter.database import exporter_pool
+from exporter.factory import prepare_schema
 from exporter.settings import Settings
 from tests.samples import Samples, parse_metrics, samples_of, value
 

@@ -18,7 +18,6 @@ from prometheus_client import CollectorRegistry
 from structlog.testing import capture_logs
 
 from exporter import Sidecar, build_checkpointer
-from exporter.checkpointer.factory import prepare_schema
 from exporter.collectors.base import ScrapeContext
 from exporter.collectors.statements import (
     KINDS,
@@ -28,6 +27,7 @@ from exporter.collectors.statements import (
     statements_families,
 )
 from exporter.database import exporter_pool
+from exporter.factory import prepare_schema
 from exporter.settings import Settings
 from tests import debian_postgres as debian_postgres_module
 from tests.debian_postgres import require_bindir

@@ -17,7 +17,6 @@ from psycopg.rows import DictRow, dict_row
 
 from exporter import Sidecar
 from exporter.checkpoint_time import checkpoint_epoch, iso_epoch, uuid6_epoch
-from exporter.checkpointer.factory import prepare_schema
 from exporter.collectors.base import ScrapeContext
 from exporter.collectors.tables import (
     BLOB_SAMPLE,
@@ -40,6 +39,7 @@ from exporter.collectors.tables import (
     sample_params,
     schema_query,
 )
+from exporter.factory import prepare_schema
 from exporter.settings import Settings
 from tests.samples import Clock, Samples, samples_of, scrape_context, value
 from tests.waiting import eventually

@@ -16,7 +16,6 @@ from psycopg.rows import dict_row
 from structlog.testing import capture_logs
 
 from exporter import Sidecar, build_checkpointer
-from exporter.checkpointer.factory import prepare_schema
 from exporter.collectors.base import ScrapeContext
 from exporter.collectors.workflows import (
     NO_WORKFLOW_METADATA,
@@ -25,6 +24,7 @@ from exporter.collectors.workflows import (
     summary_query,
     workflows_families,
 )
+from exporter.factory import prepare_schema
 from exporter.settings import Settings
 from exporter.workflows.schema import (
     CANARY_THREAD_ID,

@@ -37,8 +37,8 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 from psycopg import sql
 
-from exporter.checkpointer.factory import build_checkpointer
 from exporter.checkpointer.instrumented import InstrumentedSaver
+from exporter.factory import build_checkpointer
 from exporter.settings import Settings
 from exporter.sidecar import Sidecar
 from exporter.workload import compile_workflow, initial_state

@@ -14,9 +14,9 @@ from prometheus_client import CollectorRegistry
 
 from exporter import Sidecar
 from exporter.checkpointer.backend import POSTGRES, Backend
-from exporter.checkpointer.factory import prepare_schema
 from exporter.checkpointer.metrics import DURATION_BUCKETS, Distribution
 from exporter.database import Ping
+from exporter.factory import prepare_schema
 from exporter.health import (
     CANARY_UNHEALTHY_AFTER,
     DEGRADED,

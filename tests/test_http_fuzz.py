@@ -25,7 +25,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from exporter.checkpointer.factory import prepare_schema
+from exporter.factory import prepare_schema
 from exporter.settings import Settings
 from tests.postgres import fresh_database
 from tests.samples import parse_metrics, value

@@ -24,7 +24,6 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 from psycopg.rows import dict_row
 
-from exporter.checkpointer.factory import open_checkpointer_pool, prepare_schema
 from exporter.checkpointer.instrumented import (
     DELEGATED,
     FORWARDED,
@@ -35,6 +34,7 @@ from exporter.checkpointer.instrumented import (
     instrumented_class,
     overrides,
 )
+from exporter.factory import open_checkpointer_pool, prepare_schema
 from exporter.settings import Settings
 from tests.graphs import config, review_graph
 from tests.waiting import eventually

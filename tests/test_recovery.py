@@ -13,8 +13,8 @@ from prometheus_client import CollectorRegistry
 from structlog.testing import capture_logs
 
 from exporter import Sidecar, build_checkpointer
-from exporter.checkpointer.factory import prepare_schema
 from exporter.collectors.recovery import RecoveryCollector
+from exporter.factory import prepare_schema
 from exporter.settings import Settings
 from exporter.workflows.recovery import NO_CHECKPOINT, RecoveryCheck, RecoveryFailure
 from exporter.workflows.schema import CANARY_THREAD_ID

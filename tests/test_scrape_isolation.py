@@ -14,8 +14,8 @@ from prometheus_client.metrics_core import Metric
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from exporter import Sidecar
-from exporter.checkpointer.factory import prepare_schema
 from exporter.collectors.base import ScrapeContext
+from exporter.factory import prepare_schema
 from exporter.scrape import (
     CONNECTION,
     DEADLINE,

@@ -32,10 +32,10 @@ from psycopg.rows import dict_row
 
 from exporter import Sidecar, build_checkpointer
 from exporter.checkpointer.backend import POSTGRES, Backend
-from exporter.checkpointer.factory import CheckpointerUnavailableError, prepare_schema
 from exporter.checkpointer.instrumented import wrap_saver
 from exporter.checkpointer.metrics import saver_metrics
 from exporter.database import exporter_connect_kwargs
+from exporter.factory import CheckpointerUnavailableError, prepare_schema
 from exporter.settings import Settings
 from exporter.workflows import schema as workflow_schema
 from exporter.workflows.integrity import full_pass

@@ -20,7 +20,7 @@ from psycopg.rows import dict_row
 from structlog.testing import capture_logs
 
 from exporter import InstrumentedSaver, WorkflowTracker, build_checkpointer
-from exporter.checkpointer.factory import prepare_schema
+from exporter.factory import prepare_schema
 from exporter.settings import Settings
 from exporter.workflows import schema
 from exporter.workflows.progress import ERROR, INTERRUPT
@@ -83,7 +83,7 @@ async def saver(settings: Settings, registry: CollectorRegistry) -> AsyncIterato
         yield built
 
 
-def tracker_of(saver: InstrumentedSaver) -> WorkflowTracker:
+def tracker_of(saver: InstrumentedSaver[WorkflowTracker]) -> WorkflowTracker:
     assert saver.tracker is not None
     return saver.tracker
 

@@ -15,11 +15,12 @@ from collections.abc import AsyncIterator, Callable, Collection, Iterator, Mappi
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import Enum
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final, Generic, Protocol
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.serde.base import SerializerProtocol
 from prometheus_client import CollectorRegistry
+from typing_extensions import TypeVar
 
 from exporter.checkpointer.backend import Backend
 from exporter.checkpointer.call import Call
@@ -28,8 +29,21 @@ from exporter.checkpointer.metrics import SaverMetrics, saver_metrics
 from exporter.checkpointer.payload import measure_serde
 from exporter.redact import redact
 
-if TYPE_CHECKING:
-    from exporter.workflows.tracker import WorkflowTracker
+
+class SaverListener(Protocol):
+    """Told of every finished call; workflow tracking is one, and the proxy knows no more of it."""
+
+    def observe(
+        self,
+        operation: str,
+        args: tuple[Any, ...],
+        kwargs: Mapping[str, Any],
+        error: str | None,
+    ) -> None: ...
+
+
+# Any by default: a bare ``InstrumentedSaver`` annotation keeps meaning what it meant.
+L = TypeVar("L", bound=SaverListener, default=Any)
 
 
 class Kind(Enum):
@@ -94,12 +108,16 @@ class ErrorRecord:
 Observer = Callable[[Observation], None]
 
 
-class InstrumentedSaver(BaseCheckpointSaver[Any]):
-    """Base of the per-type proxies made by :func:`instrument`; never instantiated directly."""
+class InstrumentedSaver(BaseCheckpointSaver[Any], Generic[L]):
+    """Base of the per-type proxies made by :func:`instrument`; never instantiated directly.
+
+    Generic in the listener it feeds, so ``build_checkpointer``'s saver types
+    ``saver.tracker`` as the workflow tracker it is.
+    """
 
     backend: Backend | None
-    tracker: WorkflowTracker | None
-    """Workflow tracking fed by this saver's writes (``build_checkpointer`` sets it), or None."""
+    tracker: L | None
+    """The listener fed by this saver's calls (``build_checkpointer`` sets its tracker), or None."""
 
     def __init__(
         self, inner: BaseCheckpointSaver[Any], metrics: SaverMetrics, observer: Observer | None
@@ -190,7 +208,7 @@ class InstrumentedSaver(BaseCheckpointSaver[Any]):
 
 def _timed_sync(name: str, operation: str, fn: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(fn)
-    def method(self: InstrumentedSaver, *args: Any, **kwargs: Any) -> Any:
+    def method(self: InstrumentedSaver[Any], *args: Any, **kwargs: Any) -> Any:
         with Call(self, self._stats[operation], args, kwargs):
             return getattr(self._inner, name)(*args, **kwargs)
 
@@ -199,7 +217,7 @@ def _timed_sync(name: str, operation: str, fn: Callable[..., Any]) -> Callable[.
 
 def _timed_async(name: str, operation: str, fn: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(fn)
-    async def method(self: InstrumentedSaver, *args: Any, **kwargs: Any) -> Any:
+    async def method(self: InstrumentedSaver[Any], *args: Any, **kwargs: Any) -> Any:
         with Call(self, self._stats[operation], args, kwargs):
             return await getattr(self._inner, name)(*args, **kwargs)
 
@@ -210,7 +228,7 @@ def _timed_iterator(name: str, operation: str, fn: Callable[..., Any]) -> Callab
     """Time only the inner iterator's own steps; record when iteration ends, however it ends."""
 
     @functools.wraps(fn)
-    def method(self: InstrumentedSaver, *args: Any, **kwargs: Any) -> Iterator[Any]:
+    def method(self: InstrumentedSaver[Any], *args: Any, **kwargs: Any) -> Iterator[Any]:
         timing = Call(self, self._stats[operation], args, kwargs, once=False)
         iterator: Iterator[Any] | None = None
         try:
@@ -236,7 +254,7 @@ def _timed_async_iterator(name: str, operation: str, fn: Callable[..., Any]) -> 
     which releases the saver's lock that generator holds while it yields."""
 
     @functools.wraps(fn)
-    async def method(self: InstrumentedSaver, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
+    async def method(self: InstrumentedSaver[Any], *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
         timing = Call(self, self._stats[operation], args, kwargs, once=False)
         iterator: AsyncIterator[Any] | None = None
         try:
@@ -269,7 +287,7 @@ _FACTORIES: Final = {
 
 def _forwarded(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(fn)
-    def method(self: InstrumentedSaver, *args: Any, **kwargs: Any) -> Any:
+    def method(self: InstrumentedSaver[Any], *args: Any, **kwargs: Any) -> Any:
         return getattr(self._inner, name)(*args, **kwargs)
 
     return method
@@ -280,21 +298,21 @@ def _context_manager_methods(inner_type: type[Any]) -> dict[str, Callable[..., A
     methods: dict[str, Callable[..., Any]] = {}
     if hasattr(inner_type, "__enter__"):
 
-        def __enter__(self: InstrumentedSaver) -> Any:
+        def __enter__(self: InstrumentedSaver[Any]) -> Any:
             entered = self._inner.__enter__()  # type: ignore[attr-defined]
             return self if entered is self._inner else entered
 
-        def __exit__(self: InstrumentedSaver, *exc_info: Any) -> Any:
+        def __exit__(self: InstrumentedSaver[Any], *exc_info: Any) -> Any:
             return self._inner.__exit__(*exc_info)  # type: ignore[attr-defined]
 
         methods.update(__enter__=__enter__, __exit__=__exit__)
     if hasattr(inner_type, "__aenter__"):
 
-        async def __aenter__(self: InstrumentedSaver) -> Any:
+        async def __aenter__(self: InstrumentedSaver[Any]) -> Any:
             entered = await self._inner.__aenter__()  # type: ignore[attr-defined]
             return self if entered is self._inner else entered
 
-        async def __aexit__(self: InstrumentedSaver, *exc_info: Any) -> Any:
+        async def __aexit__(self: InstrumentedSaver[Any], *exc_info: Any) -> Any:
             return await self._inner.__aexit__(*exc_info)  # type: ignore[attr-defined]
 
         methods.update(__aenter__=__aenter__, __aexit__=__aexit__)
@@ -306,11 +324,11 @@ def overrides(cls: type[Any], name: str) -> bool:
     return getattr(cls, name, None) is not getattr(BaseCheckpointSaver, name, None)
 
 
-_classes: dict[type[Any], type[InstrumentedSaver]] = {}
+_classes: dict[type[Any], type[InstrumentedSaver[Any]]] = {}
 _classes_lock = threading.Lock()
 
 
-def instrumented_class(inner_type: type[BaseCheckpointSaver[Any]]) -> type[InstrumentedSaver]:
+def instrumented_class(inner_type: type[BaseCheckpointSaver[Any]]) -> type[InstrumentedSaver[Any]]:
     """The proxy class for ``inner_type``, built once and cached."""
     with _classes_lock:
         cls = _classes.get(inner_type)
@@ -334,8 +352,8 @@ def wrap_saver(
     metrics: SaverMetrics,
     observer: Observer | None,
     backend: Backend | None,
-    tracker: WorkflowTracker | None = None,
-) -> InstrumentedSaver:
+    tracker: L | None = None,
+) -> InstrumentedSaver[L]:
     """Instrument ``inner`` into ``metrics``: the one place the proxy is assembled."""
     inner.serde = measure_serde(inner.serde)
     time_lock(inner, metrics)
@@ -350,7 +368,7 @@ def instrument(
     registry: CollectorRegistry | None = None,
     *,
     observer: Observer | None = None,
-) -> InstrumentedSaver:
+) -> InstrumentedSaver[Any]:
     """Wrap ``saver`` so every operation is timed and counted in ``registry``.
 
     The result is itself a ``BaseCheckpointSaver`` for ``StateGraph.compile``.

@@ -1,4 +1,8 @@
-"""Builds the configured checkpointer: feature flag, connection pool, schema and setup."""
+"""Builds the configured checkpointer: feature flag, connection pool, schema and setup.
+
+It assembles the pieces below it (the instrumented proxy, workflow tracking, the
+metrics) and sits above both packages, so neither has to know the other.
+"""
 
 from __future__ import annotations
 
@@ -99,7 +103,7 @@ async def build_checkpointer(
     *,
     registry: CollectorRegistry | None = None,
     observer: Observer | None = None,
-) -> AsyncIterator[InstrumentedSaver]:
+) -> AsyncIterator[InstrumentedSaver[WorkflowTracker]]:
     """Yield the instrumented checkpointer ``settings`` ask for, and close it on exit.
 
     ``USE_POSTGRES_SAVER=false``: the in-memory saver. Otherwise an
