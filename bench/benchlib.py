@@ -18,9 +18,9 @@ from typing import Any, Final
 from psycopg import AsyncConnection, sql
 from psycopg_pool import AsyncConnectionPool
 
-from exporter.database import checkpointer_connect_kwargs
+from exporter.database import checkpointer_connect_kwargs, open_checkpointer_pool
 from exporter.embedded import embedded_database
-from exporter.factory import open_checkpointer_pool, prepare_schema
+from exporter.factory import prepare_schema
 from exporter.settings import Settings
 
 ROOT: Final = Path(__file__).resolve().parents[1]

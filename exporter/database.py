@@ -90,20 +90,60 @@ def exporter_connect_kwargs(conninfo: str, settings: Settings) -> dict[str, Any]
     }
 
 
+def _pool(
+    conninfo: str,
+    kwargs: dict[str, Any],
+    *,
+    name: str,
+    min_size: int,
+    max_size: int,
+    timeout: float,
+) -> AsyncConnectionPool[AsyncConnection[DictRow]]:
+    """A pool, not opened, of dict-row connections: the one way either pool is made."""
+    return AsyncConnectionPool(
+        conninfo,
+        kwargs=kwargs,
+        min_size=min_size,
+        max_size=max_size,
+        timeout=timeout,
+        name=name,
+        open=False,
+        connection_class=AsyncConnection[DictRow],
+    )
+
+
 def exporter_pool(
     conninfo: str, settings: Settings
 ) -> AsyncConnectionPool[AsyncConnection[DictRow]]:
     """A small pool (not opened) that can never starve the application's connections."""
-    return AsyncConnectionPool(
+    return _pool(
         conninfo,
-        kwargs=exporter_connect_kwargs(conninfo, settings),
+        exporter_connect_kwargs(conninfo, settings),
+        name="exporter",
         min_size=1,
         max_size=settings.exporter_pool_size,
         timeout=settings.collector_timeout,
-        name="exporter",
-        open=False,
-        connection_class=AsyncConnection[DictRow],
     )
+
+
+async def open_checkpointer_pool(
+    conninfo: str, settings: Settings
+) -> AsyncConnectionPool[AsyncConnection[DictRow]]:
+    """Open the application's pool, failing within the connect timeout if PostgreSQL is away."""
+    pool = _pool(
+        conninfo,
+        checkpointer_connect_kwargs(conninfo, settings),
+        name="checkpointer",
+        min_size=settings.pool_min_size,
+        max_size=settings.pool_max_size,
+        timeout=settings.pool_timeout,
+    )
+    try:
+        await pool.open(wait=True, timeout=settings.connect_timeout)
+    except BaseException:
+        await pool.close()
+        raise
+    return pool
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,13 +18,17 @@ from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
 from prometheus_client import CollectorRegistry
 from psycopg import AsyncConnection
 from psycopg.rows import DictRow
-from psycopg_pool import AsyncConnectionPool, PoolTimeout
+from psycopg_pool import PoolTimeout
 
 from exporter import sql
 from exporter.checkpointer.backend import MEMORY, POSTGRES, Backend
 from exporter.checkpointer.instrumented import InstrumentedSaver, Observer, wrap_saver
 from exporter.checkpointer.metrics import saver_metrics
-from exporter.database import checkpointer_connect_kwargs, connection_string
+from exporter.database import (
+    checkpointer_connect_kwargs,
+    connection_string,
+    open_checkpointer_pool,
+)
 from exporter.log import get_logger
 from exporter.redact import describe_error, redact
 from exporter.settings import Settings
@@ -73,28 +77,6 @@ async def prepare_schema(conninfo: str, settings: Settings) -> None:
             await workflow_schema.migrate(conn, schema)
         finally:
             await conn.execute(sql.RELEASE_SETUP_LOCK, (sql.SETUP_LOCK_KEY, schema))
-
-
-async def open_checkpointer_pool(
-    conninfo: str, settings: Settings
-) -> AsyncConnectionPool[AsyncConnection[DictRow]]:
-    """Open the application's pool, failing within the connect timeout if PostgreSQL is away."""
-    pool: AsyncConnectionPool[AsyncConnection[DictRow]] = AsyncConnectionPool(
-        conninfo,
-        kwargs=checkpointer_connect_kwargs(conninfo, settings),
-        min_size=settings.pool_min_size,
-        max_size=settings.pool_max_size,
-        timeout=settings.pool_timeout,
-        name="checkpointer",
-        open=False,
-        connection_class=AsyncConnection[DictRow],
-    )
-    try:
-        await pool.open(wait=True, timeout=settings.connect_timeout)
-    except BaseException:
-        await pool.close()
-        raise
-    return pool
 
 
 @asynccontextmanager

@@ -27,7 +27,9 @@ def lint_imports(tree: Path) -> subprocess.CompletedProcess[str]:
 
 
 def copy_of_the_package(tmp_path: Path) -> Path:
-    shutil.copytree(ROOT / "exporter", tmp_path / "exporter", ignore=shutil.ignore_patterns("*.pyc"))
+    shutil.copytree(
+        ROOT / "exporter", tmp_path / "exporter", ignore=shutil.ignore_patterns("*.pyc")
+    )
     shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
     return tmp_path
 

@@ -34,7 +34,8 @@ from exporter.checkpointer.instrumented import (
     instrumented_class,
     overrides,
 )
-from exporter.factory import open_checkpointer_pool, prepare_schema
+from exporter.database import open_checkpointer_pool
+from exporter.factory import prepare_schema
 from exporter.settings import Settings
 from tests.graphs import config, review_graph
 from tests.waiting import eventually
