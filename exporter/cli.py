@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import psycopg
 from prometheus_client import disable_created_metrics
 
-from exporter.database import connection_string, exporter_connect_kwargs
+from exporter.database import connection_string
 from exporter.embedded import EmbeddedDatabaseError
 from exporter.factory import CheckpointerUnavailableError
 from exporter.log import configure_logging, get_logger
@@ -32,6 +32,7 @@ from exporter.settings import (
     register_environment_secrets,
 )
 from exporter.sidecar import Sidecar
+from exporter.target import Target
 from exporter.version import VERSION
 from exporter.web_config import WebConfigError
 from exporter.workflows.recovery import RecoveryCheck, RecoveryReport
@@ -244,8 +245,9 @@ async def verify(settings: Settings, namespace: argparse.Namespace) -> int:
         return _fail("verify needs PostgreSQL, but USE_POSTGRES_SAVER is false", 2)
     try:
         async with connection_string(settings) as conninfo:
-            recovery = await RecoveryCheck(conninfo, settings).check()
-            integrity = await _integrity_pass(conninfo, settings) if namespace.integrity else None
+            target = Target.of(conninfo, settings)
+            recovery = await RecoveryCheck(target, settings.recovery_limit).check()
+            integrity = await _integrity_pass(target, settings) if namespace.integrity else None
     except EmbeddedDatabaseError as exc:
         return _fail(str(exc), 2)
     except (psycopg.Error, OSError, TimeoutError) as exc:
@@ -255,16 +257,16 @@ async def verify(settings: Settings, namespace: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-async def _integrity_pass(conninfo: str, settings: Settings) -> PassReport | None:
+async def _integrity_pass(target: Target, settings: Settings) -> PassReport | None:
     """One whole integrity pass; None when LangGraph's tables do not exist yet."""
     from exporter.workflows.integrity import MissingTablesError, full_pass
 
-    kwargs = exporter_connect_kwargs(conninfo, settings)
-    async with await psycopg.AsyncConnection.connect(conninfo, **kwargs) as conn:
+    async with await target.connect() as conn:
         try:
             return await full_pass(
                 conn,
-                settings.postgres_schema,
+                target.schema,
+                target.serde,
                 batch=settings.integrity_batch,
                 orphan_grace=settings.integrity_orphan_grace,
             )

@@ -36,10 +36,14 @@ async def connection_string(settings: Settings) -> AsyncIterator[str]:
         yield url
 
 
+def with_options(existing: str, *settings: str) -> str:
+    """``existing`` libpq ``options`` with ``-c`` settings appended."""
+    return " ".join([existing, *(f"-c {item}" for item in settings)]).strip()
+
+
 def _options(conninfo: str, *settings: str) -> str:
     """Append ``-c`` settings to any ``options`` the connection string already carries."""
-    existing = str(conninfo_to_dict(conninfo).get("options") or "")
-    return " ".join([existing, *(f"-c {item}" for item in settings)]).strip()
+    return with_options(str(conninfo_to_dict(conninfo).get("options") or ""), *settings)
 
 
 def checkpointer_connect_kwargs(conninfo: str, settings: Settings) -> dict[str, Any]:

@@ -19,11 +19,11 @@ from psycopg import AsyncConnection
 
 from exporter import sql
 from exporter.causes import TIMEOUT, cause_of
-from exporter.database import Ping, close_when_free, exporter_connect_kwargs
+from exporter.database import Ping, close_when_free
 from exporter.deadline import within
 from exporter.log import get_logger
 from exporter.redact import describe_error
-from exporter.settings import Settings
+from exporter.target import Target
 
 log = get_logger("leader")
 
@@ -35,9 +35,9 @@ class LeaderElection:
     separate ping for ``up``.
     """
 
-    def __init__(self, conninfo: str, settings: Settings) -> None:
-        self._conninfo = conninfo
-        self._settings = settings
+    def __init__(self, target: Target, deadline: float) -> None:
+        self._target = target
+        self._deadline = deadline
         self._conn: AsyncConnection[Any] | None = None
         # Overlapping scrapes share one session; one command at a time on it.
         self._lock = asyncio.Lock()
@@ -51,7 +51,7 @@ class LeaderElection:
         """
         started = perf_counter()
         try:
-            version = await within(self._settings.collector_timeout, self._serialized_check())
+            version = await within(self._deadline, self._serialized_check())
         except TimeoutError as exc:
             # The session may still be cancelling its command: give it up rather than wait.
             self._abandon(describe_error(exc))
@@ -91,16 +91,14 @@ class LeaderElection:
                 # The session ended (and the lock with it); the database may well be up.
                 await self._lose(describe_error(exc))
         if self._conn is None or self._conn.closed:
-            self._conn = await AsyncConnection.connect(
-                self._conninfo, **exporter_connect_kwargs(self._conninfo, self._settings)
-            )
+            self._conn = await self._target.connect()
         cursor = await self._conn.execute(
-            sql.TRY_LEADER_LOCK, (sql.LEADER_LOCK_KEY, self._settings.postgres_schema)
+            sql.TRY_LEADER_LOCK, (sql.LEADER_LOCK_KEY, self._target.schema)
         )
         row = await cursor.fetchone()
         acquired = bool(row and row["acquired"])
         if acquired:
-            log.info("leadership_acquired", schema=self._settings.postgres_schema)
+            log.info("leadership_acquired", schema=self._target.schema)
         self.leading = acquired
         return _version(row)
 

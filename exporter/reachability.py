@@ -23,21 +23,21 @@ from psycopg_pool import PoolTimeout
 
 from exporter import sql
 from exporter.causes import cause_of
-from exporter.database import Ping, close_when_free, exporter_connect_kwargs
+from exporter.database import Ping, close_when_free
 from exporter.deadline import within
 from exporter.outage import OutageLog
 from exporter.redact import describe_error
-from exporter.settings import Settings
+from exporter.target import Target
 
 SOURCE = "health check"
 
 
 class DatabaseCheck:
-    """Answers "does the database answer?" within ``settings.health_timeout``; never raises."""
+    """Answers "does the database answer?" within ``deadline`` seconds; never raises."""
 
-    def __init__(self, conninfo: str, settings: Settings, outages: OutageLog) -> None:
-        self._conninfo = conninfo
-        self._settings = settings
+    def __init__(self, target: Target, deadline: float, outages: OutageLog) -> None:
+        self._target = target
+        self._deadline = deadline
         self._outages = outages
         self._conn: AsyncConnection[Any] | None = None
         # Guards the connection; a check given up at its deadline keeps the old one.
@@ -53,7 +53,7 @@ class DatabaseCheck:
 
     async def _check(self) -> Ping:
         started = perf_counter()
-        deadline = self._settings.health_timeout
+        deadline = self._deadline
         try:
             version = await within(deadline, self._ask(self._lock))
         except (TimeoutError, psycopg.Error, PoolTimeout, OSError) as exc:
@@ -75,9 +75,7 @@ class DatabaseCheck:
                 except psycopg.OperationalError:
                     # The kept session is gone (a restart, a cut): a new attempt says why now.
                     await conn.close()
-            conn = await AsyncConnection.connect(
-                self._conninfo, **exporter_connect_kwargs(self._conninfo, self._settings)
-            )
+            conn = await self._target.connect()
             if lock is not self._lock:  # given up at the deadline while connecting
                 await conn.close()
                 raise TimeoutError("connected after the deadline")

@@ -37,6 +37,7 @@ from exporter.scrape import (
     status_families,
 )
 from exporter.settings import Settings
+from exporter.target import Target
 from exporter.version import LANGGRAPH_CHECKPOINT_VERSION, PYTHON_VERSION, VERSION
 from exporter.workflows.canary import Canary
 from exporter.workflows.recovery import RecoveryCheck, RecoveryReport
@@ -81,15 +82,26 @@ class Sidecar:
         self.backend = self._backend()
         conninfo = self.backend.connection_string
         self._database = exporter_pool(conninfo, settings) if conninfo else None
+        # The one description of the store every component below is handed.
+        target = Target.of(conninfo, settings, self._serde()) if conninfo else None
+        self.target = target
         # None when leader election is off (or no database): this sidecar then always leads.
         self.leader = (
-            LeaderElection(conninfo, settings) if conninfo and settings.leader_election else None
+            LeaderElection(target, settings.collector_timeout)
+            if target is not None and settings.leader_election
+            else None
         )
-        self.canary = Canary(conninfo, settings) if conninfo and settings.canary_interval else None
-        self.recovery = RecoveryCheck(conninfo, settings, self._serde()) if conninfo else None
+        self.canary = (
+            Canary(target, interval=settings.canary_interval, timeout=settings.canary_timeout)
+            if target is not None and settings.canary_interval
+            else None
+        )
+        self.recovery = RecoveryCheck(target, settings.recovery_limit) if target else None
         self.outages = OutageLog()
         self.database_check = (
-            DatabaseCheck(conninfo, settings, self.outages) if conninfo is not None else None
+            DatabaseCheck(target, settings.health_timeout, self.outages)
+            if target is not None
+            else None
         )
         self._pool_warnings: ExitStack | None = None
         self._tasks: list[asyncio.Task[None]] = []

@@ -31,6 +31,7 @@ from exporter.workflows.canary import (
 from exporter.workflows.schema import CANARY_THREAD_ID
 from tests.ports import refused_port
 from tests.samples import Samples, parse_metrics, samples_of, value
+from tests.targets import canary_on
 from tests.waiting import eventually
 
 PASSWORD = "canary_secret_pw"
@@ -46,7 +47,7 @@ async def prepared(settings: Settings, dsn: str) -> Settings:
 
 @pytest.fixture
 async def canary(prepared: Settings, dsn: str) -> AsyncIterator[Canary]:
-    probe = Canary(dsn, prepared)
+    probe = canary_on(dsn, prepared)
     yield probe
     await probe.close()
 
@@ -119,13 +120,13 @@ async def test_a_probe_succeeds_and_the_figures_say_so(
 
 async def test_a_new_canary_reads_back_the_previous_ones(prepared: Settings, dsn: str) -> None:
     """First run ever: missing. After a probe, a second canary (a restarted sidecar) verifies it."""
-    first = Canary(dsn, prepared)
+    first = canary_on(dsn, prepared)
     try:
         assert await first.readback() == READBACK_MISSING
         assert await first.probe() == SUCCESS
     finally:
         await first.close()
-    restarted = Canary(dsn, prepared)
+    restarted = canary_on(dsn, prepared)
     try:
         assert await restarted.readback() == READBACK_SUCCESS
         samples = await collected(prepared, restarted)
@@ -146,7 +147,7 @@ async def test_a_corrupted_blob_is_a_mismatch_and_the_next_probe_recovers(
     assert await canary.probe() == SUCCESS
     assert corrupt_blobs(dsn, schema) == 2
 
-    restarted = Canary(dsn, prepared)
+    restarted = canary_on(dsn, prepared)
     try:
         with capture_logs() as logs:
             assert await restarted.readback() == READBACK_FAILED
@@ -191,7 +192,7 @@ async def test_database_down_counts_errors_without_raising_or_leaking(
     """An unreachable database: each probe counts an error, one warning in all, no password."""
     url = f"postgresql://exporter:{PASSWORD}@127.0.0.1:{refused_port()}/app"
     down = settings.replace(postgres_connection_string=url)
-    canary = Canary(url, down)
+    canary = canary_on(url, down)
     try:
         with capture_logs() as logs:
             assert await canary.readback() is None
@@ -211,7 +212,7 @@ async def test_database_down_counts_errors_without_raising_or_leaking(
 
 async def test_a_probe_past_its_deadline_is_a_timeout(prepared: Settings, dsn: str) -> None:
     """A probe stuck behind a table lock counts a timeout; once released, probes succeed."""
-    canary = Canary(dsn, prepared.replace(canary_timeout=0.2))
+    canary = canary_on(dsn, prepared.replace(canary_timeout=0.2))
     try:
         assert await canary.probe() == SUCCESS
         with psycopg.connect(dsn) as locker:
@@ -240,7 +241,7 @@ async def test_sidecars_probing_at_once_do_not_disturb_each_other(
     prepared: Settings, dsn: str
 ) -> None:
     """Three canaries on one thread, probing together again and again, all succeed."""
-    canaries = [Canary(dsn, prepared) for _ in range(3)]
+    canaries = [canary_on(dsn, prepared) for _ in range(3)]
     try:
         for _ in range(5):
             results = await asyncio.gather(*(c.probe() for c in canaries))
@@ -254,7 +255,7 @@ async def test_sidecars_probing_at_once_do_not_disturb_each_other(
 
 async def test_a_sidecar_that_does_not_lead_only_reads_back(prepared: Settings, dsn: str) -> None:
     """While not leading, the canary reads back once and never writes."""
-    canary = Canary(dsn, prepared.replace(canary_interval=0.02))
+    canary = canary_on(dsn, prepared.replace(canary_interval=0.02))
     task = asyncio.create_task(canary.run(lambda: False))
     try:
         await eventually(lambda: canary.status().readback is not None)

@@ -20,6 +20,7 @@ from psycopg.rows import DictRow, dict_row
 from structlog.testing import capture_logs
 
 from exporter import Sidecar, build_checkpointer
+from exporter.checkpointer.serde import STRUCTURAL_SERDE
 from exporter.collectors.base import ScrapeContext
 from exporter.collectors.integrity import PREFIX, IntegrityCollector
 from exporter.database import exporter_pool
@@ -28,7 +29,6 @@ from exporter.workflows.integrity import (
     CHECKS,
     MISSING_BLOBS,
     ORPHAN_WRITES,
-    STRUCTURAL_SERDE,
     UNDECODABLE_BLOBS,
     UNREFERENCED_BLOBS,
     MissingTablesError,

@@ -16,11 +16,12 @@ from exporter import Sidecar, build_checkpointer
 from exporter.collectors.recovery import RecoveryCollector
 from exporter.factory import prepare_schema
 from exporter.settings import Settings
-from exporter.workflows.recovery import NO_CHECKPOINT, RecoveryCheck, RecoveryFailure
+from exporter.workflows.recovery import NO_CHECKPOINT, RecoveryFailure
 from exporter.workflows.schema import CANARY_THREAD_ID
 from tests.graphs import config, review_graph
 from tests.ports import refused_port
 from tests.samples import samples_of, scrape_context, value
+from tests.targets import recovery_check
 from tests.waiting import eventually
 
 GARBAGE = b"\xc1 not a serialized value"
@@ -88,7 +89,7 @@ async def test_a_corrupted_thread_fails_while_the_others_recover(
     assert corrupt(dsn, schema, "charlie") > 0
 
     with capture_logs() as logs:
-        report = await RecoveryCheck(dsn, untracked).run()
+        report = await recovery_check(dsn, untracked).run()
 
     assert (report.checked, report.recovered, report.failed) == (4, 3, 1)
     assert report.failures == (RecoveryFailure("charlie", garbage_error()),)
@@ -120,14 +121,14 @@ async def test_newest_running_workflows_first_up_to_the_limit(
     for thread in ("new", "old", "done"):
         assert corrupt(dsn, schema, thread) > 0
 
-    newest = await RecoveryCheck(dsn, untracked.replace(recovery_limit=1)).run()
+    newest = await recovery_check(dsn, untracked.replace(recovery_limit=1)).run()
     assert (newest.checked, newest.failures) == (1, (RecoveryFailure("new", garbage_error()),))
 
-    two = await RecoveryCheck(dsn, untracked.replace(recovery_limit=2)).run()
+    two = await recovery_check(dsn, untracked.replace(recovery_limit=2)).run()
     assert (two.checked, two.recovered) == (2, 1)
     assert [f.thread_id for f in two.failures] == ["new"]
 
-    every = await RecoveryCheck(dsn, untracked).run()
+    every = await recovery_check(dsn, untracked).run()
     assert (every.checked, every.recovered) == (3, 1)
     assert [f.thread_id for f in every.failures] == ["new", "old"]
 
@@ -136,7 +137,7 @@ async def test_a_running_workflow_without_checkpoints_fails(untracked: Settings,
     """A running workflow whose checkpoints are gone cannot resume: it fails as missing."""
     await prepare_schema(dsn, untracked)
     track(dsn, untracked.postgres_schema, {"vanished": ("running", 5.0)})
-    report = await RecoveryCheck(dsn, untracked).run()
+    report = await recovery_check(dsn, untracked).run()
     assert report.failures == (RecoveryFailure("vanished", NO_CHECKPOINT),)
 
 
@@ -152,7 +153,7 @@ async def test_the_application_serializer_is_used(untracked: Settings, dsn: str)
 
     await run_graphs(untracked, ["one"])
     track(dsn, untracked.postgres_schema, {"one": ("running", 1.0)})
-    report = await RecoveryCheck(dsn, untracked, CountingSerde()).run()
+    report = await recovery_check(dsn, untracked, CountingSerde()).run()
     assert (report.checked, report.recovered) == (1, 1)
     assert CountingSerde.loads > 0
 
@@ -160,7 +161,7 @@ async def test_the_application_serializer_is_used(untracked: Settings, dsn: str)
 async def test_without_the_workflow_table_nothing_is_checked(settings: Settings, dsn: str) -> None:
     """No workflow_metadata: the report says so, checks nothing, and the run still succeeds."""
     with capture_logs() as logs:
-        report = await RecoveryCheck(dsn, settings).run()
+        report = await recovery_check(dsn, settings).run()
     assert report.table_exists is False
     assert (report.checked, report.failed, report.error) == (0, 0, None)
     assert [e["event"] for e in logs] == ["recovery_check_skipped"]
@@ -176,7 +177,7 @@ async def test_an_unreachable_database_is_reported_not_raised(settings: Settings
     """The database is down: run() returns a report with the error; check() raises."""
     url = f"postgresql://exporter:pw_secret_1@127.0.0.1:{refused_port()}/app"
     down = settings.replace(postgres_connection_string=url)
-    check = RecoveryCheck(url, down)
+    check = recovery_check(url, down)
     with capture_logs() as logs:
         report = await check.run()
     assert report.error is not None

@@ -40,9 +40,9 @@ from exporter.database import checkpointer_connect_kwargs
 from exporter.settings import Settings
 from exporter.workflows import schema as workflow_schema
 from exporter.workflows.canary import SUCCESS
-from exporter.workflows.recovery import RecoveryCheck
 from exporter.workflows.saver_schema import SAVER_COLUMNS, read_saver_schema
 from tests.samples import Samples, parse_metrics, samples_of, scrape_context, value
+from tests.targets import recovery_check
 from tests.waiting import eventually
 
 RECORDED = Path(__file__).resolve().parent / "schemas" / "savers"
@@ -408,7 +408,7 @@ async def test_recovery_reads_the_lower_level_tables_as_the_application_wrote_th
     writer: Writer, skewed: Settings, dsn: str
 ) -> None:
     """The recovery check, run on its own, loads both running workflows of ``writer``."""
-    check = RecoveryCheck(dsn, skewed)
+    check = recovery_check(dsn, skewed)
     with capture_logs() as logs:
         report = await check.run()
     assert (report.checked, report.recovered, report.failed, report.error) == (2, 2, 0, None)

@@ -39,10 +39,9 @@ from psycopg import AsyncConnection
 from psycopg.rows import DictRow
 
 from exporter.checkpointer.metrics import DURATION_BUCKETS, Distribution
-from exporter.database import exporter_connect_kwargs
 from exporter.log import get_logger
 from exporter.redact import describe_error
-from exporter.settings import Settings
+from exporter.target import Target
 from exporter.workflows.saver_schema import SaverSchema, read_saver_schema
 from exporter.workflows.schema import CANARY_THREAD_ID
 
@@ -66,18 +65,6 @@ UNREACHABLE: Final = (psycopg.OperationalError, OSError, TimeoutError)
 CANARY_LOCK_KEY: Final = 0x6C67_6361  # "lgca"
 LOCK_CANARY = "SELECT pg_advisory_lock(%s, hashtext(%s))"
 UNLOCK_CANARY = "SELECT pg_advisory_unlock(%s, hashtext(%s))"
-
-
-def saver_connect_kwargs(conninfo: str, settings: Settings) -> dict[str, Any]:
-    """The exporter's bounded connection arguments, with the checkpoint schema on the path.
-
-    LangGraph's SQL names its tables unqualified, so a saver the exporter runs
-    itself needs ``POSTGRES_SCHEMA`` first on the ``search_path``, as the
-    application's pool has it.
-    """
-    kwargs = exporter_connect_kwargs(conninfo, settings)
-    kwargs["options"] = f"{kwargs['options']} -c search_path={settings.postgres_schema}"
-    return kwargs
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,9 +218,10 @@ class Canary:
     failure, so a probe never leaves a half-finished command behind.
     """
 
-    def __init__(self, conninfo: str, settings: Settings) -> None:
-        self._conninfo = conninfo
-        self._settings = settings
+    def __init__(self, target: Target, *, interval: float, timeout: float) -> None:
+        self._target = target
+        self._interval = interval
+        self._timeout = timeout
         self._conn: AsyncConnection[DictRow] | None = None
         self._saver: AsyncPostgresSaver | None = None
         # One probe at a time: the loop and an on-demand probe share the connection.
@@ -275,7 +263,7 @@ class Canary:
 
         Runs until cancelled; a failed probe is counted and logged, never raised.
         """
-        interval = self._settings.canary_interval
+        interval = self._interval
         while True:
             started = perf_counter()
             if self._readback is None:
@@ -293,7 +281,7 @@ class Canary:
         support the canary's saver (retried next turn).
         """
         try:
-            async with self._lock, asyncio.timeout(self._settings.canary_timeout):
+            async with self._lock, asyncio.timeout(self._timeout):
                 saver = await self._connect()
                 # Checked first, so that a schema never set up, or set up by another
                 # saver at a lower level, logs no error in the server.
@@ -332,7 +320,7 @@ class Canary:
         """
         error: BaseException | None = None
         try:
-            async with self._lock, asyncio.timeout(self._settings.canary_timeout):
+            async with self._lock, asyncio.timeout(self._timeout):
                 await self._probe()
             result = SUCCESS
         except TimeoutError as exc:
@@ -350,7 +338,7 @@ class Canary:
     async def _probe(self) -> None:
         saver = await self._connect()
         conn = self._connection()
-        schema = self._settings.postgres_schema
+        schema = self._target.schema
         # Sidecars that probe at once (a leader handing over, or election off) would see
         # each other's canary half-pruned; the lock goes with the session on any failure.
         await conn.execute(LOCK_CANARY, (CANARY_LOCK_KEY, schema))
@@ -433,10 +421,8 @@ class Canary:
     async def _connect(self) -> AsyncPostgresSaver:
         if self._saver is not None and self._conn is not None and not self._conn.closed:
             return self._saver
-        self._conn = await AsyncConnection.connect(
-            self._conninfo, **saver_connect_kwargs(self._conninfo, self._settings)
-        )
-        self._saver = AsyncPostgresSaver(conn=self._conn)
+        self._conn = await self._target.connect(on_search_path=True)
+        self._saver = AsyncPostgresSaver(conn=self._conn, serde=self._target.serde)
         return self._saver
 
     def _connection(self) -> AsyncConnection[DictRow]:
@@ -446,18 +432,18 @@ class Canary:
 
     async def _read_schema(self) -> SaverSchema:
         """The tables and columns of the schema, noting whether the canary's saver can run."""
-        schema = await read_saver_schema(self._connection(), self._settings.postgres_schema)
+        schema = await read_saver_schema(self._connection(), self._target.schema)
         reason = schema.reason() if schema.tables else None
         if reason != self._unsupported:
             if reason is not None:
                 log.info(
                     "canary_unsupported",
-                    schema=self._settings.postgres_schema,
+                    schema=self._target.schema,
                     migration=schema.migration,
                     reason=reason,
                 )
             else:
-                log.info("canary_supported", schema=self._settings.postgres_schema)
+                log.info("canary_supported", schema=self._target.schema)
         self._unsupported = reason
         return schema
 
@@ -472,7 +458,7 @@ class Canary:
         find and count.
         """
         try:
-            async with self._lock, asyncio.timeout(self._settings.canary_timeout):
+            async with self._lock, asyncio.timeout(self._timeout):
                 await self._connect()
                 schema = await self._read_schema()
         except UNREACHABLE:
@@ -480,7 +466,7 @@ class Canary:
             return True
         exists = schema.tables
         if not exists and not self._waiting_logged:
-            log.info("canary_waiting_for_tables", schema=self._settings.postgres_schema)
+            log.info("canary_waiting_for_tables", schema=self._target.schema)
         self._waiting_logged = not exists
         return schema.supported
 

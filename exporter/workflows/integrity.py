@@ -49,12 +49,12 @@ from dataclasses import dataclass, replace
 from typing import Any, Final, TypeVar
 
 from langgraph.checkpoint.serde.base import SerializerProtocol
-from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from psycopg import AsyncConnection, sql
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from exporter.checkpoint_time import uuid6_epoch
+from exporter.checkpointer.serde import STRUCTURAL_SERDE
 from exporter.redact import describe_error
 
 MISSING_BLOBS: Final = "missing_blobs"
@@ -344,18 +344,6 @@ def undecodable(serde: SerializerProtocol, rows: Iterable[Mapping[str, Any]]) ->
         detail = f"{_value_name(row)} ({kind}) cannot be loaded: {error}"
         findings.append(Finding(UNDECODABLE_BLOBS, row["thread_id"], row["checkpoint_ns"], detail))
     return findings
-
-
-def _check_extension(code: int, data: bytes) -> Any:
-    # Every extension payload is itself msgpack: decoding it checks its bytes
-    # without importing the module it names or calling anything in it.
-    return STRUCTURAL_SERDE.loads_typed(("msgpack", data))
-
-
-# LangGraph's serializer, reading extension types (application classes) as
-# their payloads: it loads exactly what the saver loads, fails where it fails,
-# and never runs application code or warns about unregistered types.
-STRUCTURAL_SERDE: Final = JsonPlusSerializer(__unpack_ext_hook__=_check_extension)
 
 
 @asynccontextmanager

@@ -27,15 +27,12 @@ from typing import Any, Final
 
 import psycopg
 from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
-from langgraph.checkpoint.serde.base import SerializerProtocol
-from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from psycopg import AsyncConnection, sql
 from psycopg.rows import DictRow
 
 from exporter.log import get_logger
 from exporter.redact import describe_error
-from exporter.settings import Settings
-from exporter.workflows.canary import saver_connect_kwargs
+from exporter.target import Target
 from exporter.workflows.saver_schema import SaverSchema, read_saver_schema
 from exporter.workflows.schema import CANARY_THREAD_ID, INTERRUPTED, RUNNING, TABLE
 
@@ -168,12 +165,10 @@ class RecoveryCheck:
     resuming run would.
     """
 
-    def __init__(
-        self, conninfo: str, settings: Settings, serde: SerializerProtocol | None = None
-    ) -> None:
-        self._conninfo = conninfo
-        self._settings = settings
-        self._serde = serde if serde is not None else JsonPlusSerializer()
+    def __init__(self, target: Target, limit: int) -> None:
+        self._target = target
+        self._limit = limit
+        self._serde = target.reader
         # Runs at start and on demand may overlap; one at a time.
         self._lock = asyncio.Lock()
         self.last: RecoveryReport | None = None
@@ -210,21 +205,20 @@ class RecoveryCheck:
                 unsupported=tally.unsupported,
                 lower_level=tally.lower_level,
             )
-            _log_report(report, self._settings.postgres_schema)
+            _log_report(report, self._target.schema)
             self.last = report
             return report
 
     async def _check(self, tally: _Tally) -> bool:
-        schema = self._settings.postgres_schema
-        kwargs = saver_connect_kwargs(self._conninfo, self._settings)
-        async with await AsyncConnection.connect(self._conninfo, **kwargs) as conn:
+        schema = self._target.schema
+        async with await self._target.connect(on_search_path=True) as conn:
             cursor = await conn.execute(WORKFLOW_TABLE_EXISTS, (schema, TABLE))
             row = await cursor.fetchone()
             if not (row and row["exists"]):
                 return False
             cursor = await conn.execute(
                 running_workflows_query(schema),
-                ([RUNNING, INTERRUPTED], CANARY_THREAD_ID, self._settings.recovery_limit),
+                ([RUNNING, INTERRUPTED], CANARY_THREAD_ID, self._limit),
             )
             threads = [str(r["thread_id"]) for r in await cursor.fetchall()]
             saver = self._reader(conn, await read_saver_schema(conn, schema), tally)
