@@ -22,11 +22,12 @@ from exporter.collectors.base import BackgroundWork, Collector, ScrapeContext
 from exporter.collectors.integrity import IntegrityCollector
 from exporter.database import Ping, exporter_pool, ping
 from exporter.health import HealthInputs, IntegritySummary, health_document
+from exporter.jobs import Job, Statuses
 from exporter.leader import LeaderElection
 from exporter.log import get_logger
 from exporter.outage import OutageLog, collapse_pool_warnings
 from exporter.reachability import DatabaseCheck
-from exporter.redact import describe_error, redact
+from exporter.redact import redact
 from exporter.scrape import (
     CONNECTION,
     DEADLINE,
@@ -39,8 +40,8 @@ from exporter.scrape import (
 from exporter.settings import Settings
 from exporter.target import Target
 from exporter.version import LANGGRAPH_CHECKPOINT_VERSION, PYTHON_VERSION, VERSION
-from exporter.workflows.canary import Canary
-from exporter.workflows.recovery import RecoveryCheck, RecoveryReport
+from exporter.workflows.canary import CANARY, Canary
+from exporter.workflows.recovery import RECOVERY, RecoveryCheck, RecoveryReport
 
 log = get_logger("sidecar")
 
@@ -97,6 +98,10 @@ class Sidecar:
             else None
         )
         self.recovery = RecoveryCheck(target, settings.recovery_limit) if target else None
+        # Started with the sidecar, stopped with it; collectors read their statuses.
+        self.jobs: tuple[Job[Any], ...] = tuple(
+            job for job in (self.canary, self.recovery) if job is not None
+        )
         self.outages = OutageLog()
         self.database_check = (
             DatabaseCheck(target, settings.health_timeout, self.outages)
@@ -147,8 +152,7 @@ class Sidecar:
             self._database,
             self.checkpointer,
             pools,
-            canary=self.canary.status() if self.canary is not None else None,
-            recovery=self.recovery.last if self.recovery is not None else None,
+            jobs=Statuses.of(self.jobs),
         )
 
     async def check_recovery(self) -> RecoveryReport | None:
@@ -245,14 +249,15 @@ class Sidecar:
     async def health(self) -> tuple[dict[str, Any], int]:
         """The health document and its HTTP status."""
         pool = self.backend.pool
+        statuses = Statuses.of(self.jobs)
         inputs = HealthInputs(
             backend=self.backend,
             saver=self.saver_name,
             ping=await self.ping(),
             pool_stats=pool.get_stats() if pool is not None else None,
             last_error=self.checkpointer.last_error if self.checkpointer is not None else None,
-            canary=self.canary.status() if self.canary is not None else None,
-            recovery=self.recovery.last if self.recovery is not None else None,
+            canary=statuses.get(CANARY),
+            recovery=statuses.get(RECOVERY),
             integrity=self.integrity,
         )
         return health_document(inputs)
@@ -283,10 +288,8 @@ class Sidecar:
                 # wait=False: an unreachable database must not keep the sidecar from serving.
                 await self._database.open(wait=False)
             self._http = await server.serve(self, self.settings)
-            if self.canary is not None:
-                self._spawn(self.canary.run(self.leading), "canary")
-            if self.recovery is not None:
-                self._spawn(self._startup_recovery(self.recovery), "recovery")
+            for job in self.jobs:
+                self._spawn(job.work(self.leading), job.key.name)
         except BaseException:
             await self.stop()
             raise
@@ -305,14 +308,6 @@ class Sidecar:
     def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
         self._tasks.append(asyncio.create_task(work, name=f"checkpoint-exporter-{name}"))
 
-    @staticmethod
-    async def _startup_recovery(recovery: RecoveryCheck) -> None:
-        # Outages are part of the report; anything else must not vanish with the task.
-        try:
-            await recovery.run()
-        except Exception as exc:
-            log.error("recovery_check_crashed", error=describe_error(exc))
-
     async def stop(self) -> None:
         """Stop serving, the canary and any recovery check, and close the pools; safe twice."""
         tasks, self._tasks = self._tasks, []
@@ -320,8 +315,8 @@ class Sidecar:
             task.cancel()
         # Unlike awaiting each task, gather lets a cancellation of stop() itself through.
         await asyncio.gather(*tasks, return_exceptions=True)
-        if self.canary is not None:
-            await self.canary.close()
+        for job in self.jobs:
+            await job.close()
         for collector in self.collectors:
             if isinstance(collector, BackgroundWork):
                 await collector.close()

@@ -16,6 +16,7 @@ from exporter import Sidecar
 from exporter.collectors.base import ScrapeContext
 from exporter.collectors.canary import CanaryCollector
 from exporter.factory import prepare_schema
+from exporter.jobs import Statuses
 from exporter.settings import Settings
 from exporter.workflows.canary import (
     ERROR,
@@ -77,7 +78,7 @@ def corrupt_blobs(dsn: str, schema: str) -> int:
 
 
 async def collected(settings: Settings, canary: Canary) -> Samples:
-    ctx = ScrapeContext(settings, canary=canary.status())
+    ctx = ScrapeContext(settings, jobs=Statuses.of([canary]))
     return samples_of(await CanaryCollector().collect(ctx))
 
 
@@ -256,7 +257,7 @@ async def test_sidecars_probing_at_once_do_not_disturb_each_other(
 async def test_a_sidecar_that_does_not_lead_only_reads_back(prepared: Settings, dsn: str) -> None:
     """While not leading, the canary reads back once and never writes."""
     canary = canary_on(dsn, prepared.replace(canary_interval=0.02))
-    task = asyncio.create_task(canary.run(lambda: False))
+    task = asyncio.create_task(canary.work(lambda: False))
     try:
         await eventually(lambda: canary.status().readback is not None)
         await asyncio.sleep(0.1)  # several intervals, any of which could have probed

@@ -15,8 +15,9 @@ from structlog.testing import capture_logs
 from exporter import Sidecar, build_checkpointer
 from exporter.collectors.recovery import RecoveryCollector
 from exporter.factory import prepare_schema
+from exporter.jobs import Statuses
 from exporter.settings import Settings
-from exporter.workflows.recovery import NO_CHECKPOINT, RecoveryFailure
+from exporter.workflows.recovery import NO_CHECKPOINT, RECOVERY, RecoveryFailure
 from exporter.workflows.schema import CANARY_THREAD_ID
 from tests.graphs import config, review_graph
 from tests.ports import refused_port
@@ -166,7 +167,9 @@ async def test_without_the_workflow_table_nothing_is_checked(settings: Settings,
     assert (report.checked, report.failed, report.error) == (0, 0, None)
     assert [e["event"] for e in logs] == ["recovery_check_skipped"]
     async with scrape_context(dsn, settings) as ctx:
-        families = await RecoveryCollector().collect(replace(ctx, recovery=report))
+        families = await RecoveryCollector().collect(
+            replace(ctx, jobs=Statuses({RECOVERY: report}))
+        )
     samples = samples_of(families)
     assert value(samples, PREFIX + "last_run_success") == 0
     assert value(samples, PREFIX + "workflows_checked") == 0

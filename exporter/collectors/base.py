@@ -4,17 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar, runtime_checkable
+from typing import Any, ClassVar, Generic, Protocol, TypeVar, runtime_checkable
 
 from prometheus_client.metrics_core import Metric
 from psycopg_pool import AsyncConnectionPool
 
 from exporter.checkpointer.instrumented import InstrumentedSaver
+from exporter.jobs import Statuses
 from exporter.settings import Settings
-
-if TYPE_CHECKING:
-    from exporter.workflows.canary import CanaryStatus
-    from exporter.workflows.recovery import RecoveryReport
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,16 +20,15 @@ class ScrapeContext:
 
     ``database`` is the exporter's own small pool (None when no PostgreSQL is
     configured); ``pools`` are the connection pools to report, by name.
-    ``canary`` and ``recovery`` are snapshots of the sidecar's canary and of
-    its last recovery check (None: canary off, or no check finished yet).
+    ``jobs`` holds the statuses of the sidecar's background jobs (the canary, the
+    last recovery check), read by key; a job that is off has none.
     """
 
     settings: Settings
     database: AsyncConnectionPool[Any] | None = None
     saver: InstrumentedSaver | None = None
     pools: Mapping[str, AsyncConnectionPool[Any]] = field(default_factory=dict)
-    canary: CanaryStatus | None = None
-    recovery: RecoveryReport | None = None
+    jobs: Statuses = field(default_factory=Statuses)
 
 
 class Collector(Protocol):

@@ -37,7 +37,13 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.metrics_core import Metric
 
 from exporter.collectors.base import Memo, ScrapeContext
-from exporter.workflows.canary import READBACK_RESULTS, RESULTS, SUCCESS, CanaryStatus
+from exporter.workflows.canary import (
+    CANARY,
+    READBACK_RESULTS,
+    RESULTS,
+    SUCCESS,
+    CanaryStatus,
+)
 
 PREFIX = "langgraph_checkpointer_canary_"
 
@@ -109,6 +115,7 @@ class CanaryCollector:
         self._families = Memo(canary_families)
 
     async def collect(self, ctx: ScrapeContext) -> Sequence[Metric]:
-        if ctx.canary is None:
+        status = ctx.jobs.get(CANARY)
+        if status is None:
             return []
-        return self._families(ctx.canary)
+        return self._families(status)

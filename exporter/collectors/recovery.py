@@ -24,7 +24,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
 from exporter.collectors.base import Memo, ScrapeContext
-from exporter.workflows.recovery import RecoveryReport
+from exporter.workflows.recovery import RECOVERY, RecoveryReport
 
 PREFIX = "langgraph_checkpointer_recovery_"
 
@@ -78,4 +78,4 @@ class RecoveryCollector:
     async def collect(self, ctx: ScrapeContext) -> Sequence[Metric]:
         if ctx.database is None:
             return []
-        return self._families(ctx.recovery)
+        return self._families(ctx.jobs.get(RECOVERY))

@@ -39,6 +39,7 @@ from psycopg import AsyncConnection
 from psycopg.rows import DictRow
 
 from exporter.checkpointer.metrics import DURATION_BUCKETS, Distribution
+from exporter.jobs import JobKey
 from exporter.log import get_logger
 from exporter.redact import describe_error
 from exporter.target import Target
@@ -204,6 +205,9 @@ class CanaryStatus:
     unsupported: str | None = None
 
 
+CANARY: Final[JobKey[CanaryStatus]] = JobKey("canary")
+
+
 def _config(checkpoint_id: str | None = None) -> RunnableConfig:
     configurable: dict[str, Any] = {"thread_id": CANARY_THREAD_ID, "checkpoint_ns": ""}
     if checkpoint_id is not None:
@@ -258,7 +262,11 @@ class Canary:
             unsupported=self._unsupported,
         )
 
-    async def run(self, leading: Callable[[], bool]) -> None:
+    @property
+    def key(self) -> JobKey[CanaryStatus]:
+        return CANARY
+
+    async def work(self, leading: Callable[[], bool]) -> None:
         """Read back the previous canary, then probe every interval while ``leading()``.
 
         Runs until cancelled; a failed probe is counted and logged, never raised.

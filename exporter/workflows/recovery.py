@@ -20,7 +20,7 @@ unsupported, with nothing checked and nothing failed.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from time import perf_counter, time
 from typing import Any, Final
@@ -30,6 +30,7 @@ from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
 from psycopg import AsyncConnection, sql
 from psycopg.rows import DictRow
 
+from exporter.jobs import JobKey
 from exporter.log import get_logger
 from exporter.redact import describe_error
 from exporter.target import Target
@@ -157,12 +158,16 @@ class _Tally:
     lower_level: bool = False
 
 
+RECOVERY: Final[JobKey[RecoveryReport]] = JobKey("recovery")
+
+
 class RecoveryCheck:
     """Runs the check on a connection of its own and keeps the last report.
 
-    ``serde`` must be the application saver's serializer when there is one
+    The target's serializer must be the application saver's when there is one
     (custom types, encryption): the check loads checkpoints exactly as a
-    resuming run would.
+    resuming run would. As a job it runs once, at start, on every sidecar:
+    each replica's restart is what it checks.
     """
 
     def __init__(self, target: Target, limit: int) -> None:
@@ -172,6 +177,23 @@ class RecoveryCheck:
         # Runs at start and on demand may overlap; one at a time.
         self._lock = asyncio.Lock()
         self.last: RecoveryReport | None = None
+
+    @property
+    def key(self) -> JobKey[RecoveryReport]:
+        return RECOVERY
+
+    def status(self) -> RecoveryReport | None:
+        return self.last
+
+    async def work(self, leading: Callable[[], bool]) -> None:
+        """Check once; outages are part of the report, anything else is logged, not lost."""
+        try:
+            await self.run()
+        except Exception as exc:
+            log.error("recovery_check_crashed", error=describe_error(exc))
+
+    async def close(self) -> None:
+        """Nothing outlives a check: each runs on a connection of its own."""
 
     async def run(self) -> RecoveryReport:
         """Check now and return the report (also kept as ``last``); an outage is reported.
