@@ -27,8 +27,8 @@ from exporter.workflows.canary import (
     SUCCESS,
     TIMEOUT,
     Canary,
-    canary_content,
 )
+from exporter.workflows.canary_content import canary_content
 from exporter.workflows.schema import CANARY_THREAD_ID
 from tests.ports import refused_port
 from tests.samples import Samples, parse_metrics, samples_of, value
