@@ -24,7 +24,7 @@ from exporter.exposition import Renderer, choose_encoding
 from exporter.log import get_logger
 from exporter.settings import Settings
 from exporter.version import VERSION
-from exporter.web_config import auth_middleware, headers_hook
+from exporter.web_auth import auth_middleware, headers_hook
 
 log = get_logger("sidecar")
 
