@@ -442,6 +442,104 @@ def test_direct_construction_and_load_agree_on_every_bound() -> None:
                 Settings.load({spec.env: str(bad)}, {})
 
 
+@pytest.mark.parametrize(
+    ("field", "raw", "value"),
+    [
+        ("pool_max_size", "-1", -1),
+        ("log_level", "loud", "loud"),
+        ("log_format", "xml", "xml"),
+        ("postgres_schema", "Checkpoints", "Checkpoints"),
+        ("listen_address", "999.1.1.1:80", ListenAddress("999.1.1.1", 80)),
+        ("listen_address", "bad_host!:80", ListenAddress("bad_host!", 80)),
+        ("telemetry_path", "/a b", "/a b"),
+        ("application_name", "a" * 64, "a" * 64),
+        ("postgres_connection_string", "mysql://db/app", "mysql://db/app"),
+        ("postgres_connection_string", "host=db port=99999", "host=db port=99999"),
+        ("collectors", "pool,nope", ("pool", "nope")),
+        ("prepare_threshold", "-1", -1),
+        ("migrations_expected", "10001", 10_001),
+    ],
+)
+def test_direct_construction_fails_as_loading_does(field: str, raw: str, value: Any) -> None:
+    """A bad value built in code fails with the very message its variable's text fails with."""
+    spec = SPEC_BY_FIELD[field]
+    with pytest.raises(SettingsError) as from_text:
+        Settings.load({spec.env: raw}, {})
+    with pytest.raises(SettingsError) as from_code:
+        Settings(**{field: value})
+    assert str(from_code.value) == str(from_text.value)
+    assert str(from_code.value).startswith(f"{spec.describe()}: ")
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "reason"),
+    [
+        ("use_postgres_saver", 1, "expected true or false, got 1"),
+        ("tracking", "false", "expected true or false, got 'false'"),
+        ("log_level", "warn", "expected one of debug, info, warn, warning, error, got 'warn'"),
+        ("log_level", "DEBUG", "expected one of debug, info, warn, warning, error, got 'DEBUG'"),
+        ("listen_address", ":9877", "expected a ListenAddress, got ':9877'"),
+        (
+            "listen_address",
+            ListenAddress("", 65_536),
+            "port must be between 0 and 65535, got 65536",
+        ),
+        (
+            "listen_address",
+            ListenAddress(" db", 80),
+            "not a valid listen address: ListenAddress(host=' db', port=80)",
+        ),
+        ("postgres_connection_string", 5, "expected a string, got int"),
+        ("postgres_connection_string", " ", "is empty"),
+        ("collectors", ["pool"], "expected a tuple of collector names, got ['pool']"),
+        ("data_dir", "/var/lib/pgdata", "expected a Path, got '/var/lib/pgdata'"),
+        ("web_config_file", "web.yml", "expected a WebConfig from load_web_config, got 'web.yml'"),
+        ("prepare_threshold", 1.5, "expected a whole number, got 1.5"),
+    ],
+)
+def test_direct_construction_refuses_what_text_cannot_give(
+    field: str, value: Any, reason: str
+) -> None:
+    """Values of the wrong type, or forms only text may use (aliases, case), fail naming the
+    setting; replace() and dataclasses.replace() are held to the same."""
+    spec = SPEC_BY_FIELD[field]
+    for build in (Settings, Settings().replace, lambda **c: dataclasses.replace(Settings(), **c)):
+        with pytest.raises(SettingsError) as caught:
+            build(**{field: value})
+        assert str(caught.value) == f"{spec.describe()}: {reason}"
+
+
+def test_direct_construction_refuses_a_file_as_data_dir(tmp_path: Path) -> None:
+    """A data directory that is a file, or lies under one, is refused in code as from text."""
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    for path in (a_file, a_file / "pgdata"):
+        with pytest.raises(SettingsError) as from_text:
+            Settings.load({"CHECKPOINT_EXPORTER_DATA_DIR": str(path)}, {})
+        with pytest.raises(SettingsError) as from_code:
+            Settings(data_dir=path)
+        assert str(from_code.value) == str(from_text.value)
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.field)
+def test_every_default_passes_its_own_validation(
+    spec: Spec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The default a row gives its field is one that row's parser accepts as it is."""
+    monkeypatch.delenv("XDG_DATA_HOME")
+    default = spec.default_value()
+    assert spec.parse.validate(default) == default
+    assert getattr(Settings(), spec.field) == default
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.field)
+def test_shown_values_parse_back(spec: Spec) -> None:
+    """How a parser shows a value (as --help and the README show defaults) reads back as it."""
+    for _, value in (GOOD[spec.field], OTHER.get(spec.field, GOOD[spec.field])):
+        if value is not None:
+            assert spec.parse(spec.parse.show(value)) == value
+
+
 def test_replace_checks_the_result() -> None:
     """replace() applies the cross-field rules to the new copy."""
     settings = Settings()
