@@ -21,16 +21,19 @@ from prometheus_client import disable_created_metrics
 from exporter.database import connection_string
 from exporter.embedded import EmbeddedDatabaseError
 from exporter.factory import CheckpointerUnavailableError
-from exporter.log import configure_logging, get_logger
+from exporter.log import configure_logging
 from exporter.redact import describe_error, redact
 from exporter.settings import (
     SPECS,
+    DurationIn,
+    IntegerIn,
+    NumberIn,
     Settings,
     SettingsError,
-    duration_in,
-    integer_in,
     register_environment_secrets,
+    spec_for,
 )
+from exporter.settings.render import flag_help, help_epilog
 from exporter.sidecar import Sidecar
 from exporter.target import Target
 from exporter.version import VERSION
@@ -43,8 +46,6 @@ if TYPE_CHECKING:
 PROG = "checkpoint-exporter"
 HEALTHCHECK_TIMEOUT = 5.0
 
-log = get_logger("cli")
-
 
 class UsageError(Exception):
     """A flag or argument is wrong; the message is the whole line to print."""
@@ -56,28 +57,15 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
-def _float_in(low: float, high: float) -> Callable[[str], float]:
-    def parse(raw: str) -> float:
-        try:
-            value = float(raw)
-        except ValueError:
-            raise ValueError(f"expected a number, got {raw!r}") from None
-        if not (low <= value <= high) or value != value:
-            raise ValueError(f"must be between {low:g} and {high:g}, got {raw}")
-        return value
-
-    return parse
-
-
 LOADTEST_OPTIONS: dict[str, tuple[Callable[[str], Any], str, str]] = {
-    "workflows": (integer_in(1, 10_000), "16", "Concurrent workflows."),
-    "duration": (duration_in(0.1, 86_400), "30s", "How long to run, e.g. 60s or 5m."),
+    "workflows": (IntegerIn(1, 10_000), "16", "Concurrent workflows."),
+    "duration": (DurationIn(0.1, 86_400), "30s", "How long to run, e.g. 60s or 5m."),
     "think_time": (
-        duration_in(0, 3600),
+        DurationIn(0, 3600),
         "50ms",
         "Wait in each node, standing in for model and tool calls (0: stress test).",
     ),
-    "state_kb": (_float_in(0.1, 10_240), "4", "Rough size of each workflow's state, in KiB."),
+    "state_kb": (NumberIn(0.1, 10_240), "4", "Rough size of each workflow's state, in KiB."),
 }
 
 
@@ -109,17 +97,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--web.listen-address.",
     )
     for sub in (serve, loadtest, verify, healthcheck):
+        sub.epilog = help_epilog()
         for spec in SPECS:
             if spec.flag is not None:
-                sub.add_argument(
-                    spec.flag,
-                    dest=spec.field,
-                    metavar="VALUE",
-                    # argparse formats help with %: a literal one must be doubled.
-                    help=f"{spec.help} Env: {spec.env}. Default: {spec.default}.".replace(
-                        "%", "%%"
-                    ),
-                )
+                sub.add_argument(spec.flag, dest=spec.field, metavar="VALUE", help=flag_help(spec))
     for name, (_, default, text) in LOADTEST_OPTIONS.items():
         loadtest.add_argument(
             "--" + name.replace("_", "-"),
@@ -409,13 +390,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(str(exc), 1)
     except WebConfigError as exc:
         # Checked at load; only a file changed since then (a certificate rotated) lands here.
-        spec = next(spec for spec in SPECS if spec.field == "web_config_file")
-        return _fail(f"{spec.describe()}: {exc}", 1)
+        return _fail(f"{spec_for('web_config_file').describe()}: {exc}", 1)
     except OSError as exc:
         # Binding the listen address is the only OSError that reaches here.
-        spec = next(spec for spec in SPECS if spec.field == "listen_address")
-        return _fail(
-            f"{spec.describe()}: cannot listen on {settings.listen_address}: {_reason(exc)}", 1
-        )
+        setting = spec_for("listen_address").describe()
+        return _fail(f"{setting}: cannot listen on {settings.listen_address}: {_reason(exc)}", 1)
     except KeyboardInterrupt:
         return 130

@@ -411,6 +411,18 @@ def test_help_lists_every_flag(capsys: pytest.CaptureFixture[str]) -> None:
         assert "--" + name.replace("_", "-") in out
 
 
+def test_help_lists_every_setting_with_its_default(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """serve --help shows every setting, those without a flag too, with its variable and default."""
+    monkeypatch.setenv("COLUMNS", "10000")  # no wrapping, which could split a default
+    with pytest.raises(SystemExit):
+        main(["serve", "--help"])
+    out = capsys.readouterr().out
+    for spec in SPECS:
+        assert f"{spec.help} Env: {spec.env}. Default: {spec.default}." in out
+
+
 def test_version_prints_the_version(capsys: pytest.CaptureFixture[str]) -> None:
     """--version prints the installed package's version on stdout and exits 0."""
     with pytest.raises(SystemExit) as exited:

@@ -11,7 +11,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.collectors import ALL, Collector
-from exporter.settings import COLLECTORS, SPECS, Settings
+from exporter.settings import COLLECTORS, SPECS, Settings, render
 from tests.exposition import exposition_after_workload
 
 README = Path(__file__).resolve().parent.parent / "README.md"
@@ -34,6 +34,24 @@ def test_configuration_table_matches_the_settings() -> None:
     documented = [row for row in table_rows("") if row[0] in {s.env for s in SPECS}]
     expected = [[s.env, f"`{s.flag}`" if s.flag else "—", f"`{s.default}`", s.help] for s in SPECS]
     assert documented == expected
+
+
+def test_configuration_table_is_the_generated_one() -> None:
+    """The README holds, between its markers, exactly the table the settings generate."""
+    text = README.read_text()
+    assert render.with_configuration_table(text) == text, "run: python -m exporter.settings"
+
+
+def test_generator_rewrites_a_stale_table(tmp_path: Path) -> None:
+    """python -m exporter.settings replaces a stale table and leaves the text around it alone."""
+    begin, end, table = render.BEGIN, render.END, render.configuration_table()
+    readme = tmp_path / "README.md"
+    readme.write_text(f"before\n\n{begin}\n\n| stale |\n\n{end}\n\nafter\n")
+    assert render.main([str(readme)]) == 0
+    assert readme.read_text() == f"before\n\n{begin}\n\n{table}\n{end}\n\nafter\n"
+    readme.write_text("no markers\n")
+    assert render.main([str(readme)]) == 1
+    assert readme.read_text() == "no markers\n"
 
 
 def exposed_name(family: Any) -> str:
