@@ -30,22 +30,125 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Final, Protocol
+from typing import Annotated, Any, Final, Literal, NotRequired, Protocol, TypedDict, cast
 
-from exporter.checkpointer.backend import Backend
+from exporter.causes import CAUSES
+from exporter.checkpointer.backend import MEMORY, POSTGRES, Backend
 from exporter.checkpointer.instrumented import ErrorRecord
+from exporter.contract.schema import Enumerated, Format
 from exporter.database import Ping
 from exporter.redact import redact
-from exporter.workflows.canary import SUCCESS, CanaryStatus
+from exporter.workflows.canary import READBACK_RESULTS, RESULTS, SUCCESS, CanaryStatus
 from exporter.workflows.recovery import RecoveryReport
 
-HEALTHY, DEGRADED, UNHEALTHY = "healthy", "degraded", "unhealthy"
+Status = Literal["healthy", "degraded", "unhealthy"]
+HEALTHY: Final = "healthy"
+DEGRADED: Final = "degraded"
+UNHEALTHY: Final = "unhealthy"
 # lastError's operation while the database does not answer the health check.
 DATABASE_CHECK: Final = "database_check"
 # The canary's status while the schema is below what its saver needs: not a failure.
 UNSUPPORTED: Final = "unsupported"
 # Consecutive failed canary probes that make the checkpointer unhealthy rather than degraded.
 CANARY_UNHEALTHY_AFTER: Final = 3
+
+
+# The document's types. exporter/contract/health.schema.json is derived from them, and each
+# Annotated hint is what the schema says beyond a plain string (its format, its values).
+Timestamp = Annotated[str, Format("date-time")]
+Cause = Annotated[str, Enumerated(CAUSES)]
+Checkpointer = Annotated[str, Enumerated((POSTGRES, MEMORY))]
+CanaryResult = Annotated[str, Enumerated((*RESULTS, UNSUPPORTED))]
+Readback = Annotated[str, Enumerated(READBACK_RESULTS)]
+
+
+class PostgresSection(TypedDict):
+    """The configured PostgreSQL; serverVersion, latencyMs, error and cause once checked."""
+
+    enabled: bool
+    connected: bool
+    connectionString: str | None
+    schema: str
+    serverVersion: NotRequired[str | None]
+    latencyMs: NotRequired[float]
+    error: NotRequired[str | None]
+    cause: NotRequired[Cause | None]
+
+
+class PoolSection(TypedDict):
+    """The checkpointer pool's connections and waiting requests."""
+
+    size: int
+    min: int
+    max: int
+    available: int
+    waiting: int
+
+
+class FallbackSection(TypedDict):
+    """Whether the in-memory saver runs although PostgreSQL was requested, and why."""
+
+    active: bool
+    reason: str | None
+
+
+class LastError(TypedDict):
+    """The database's failure while it lasts, else the checkpointer's last failed operation."""
+
+    operation: str
+    error: str | None
+    cause: Cause | None
+    message: str
+    at: Timestamp
+
+
+class CanarySection(TypedDict):
+    """The canary's last probe; unsupportedReason only while the schema cannot take it."""
+
+    active: bool
+    status: CanaryResult | None
+    consecutiveFailures: int
+    lastSaveSeconds: float | None
+    lastLoadSeconds: float | None
+    lastProbeAt: Timestamp | None
+    error: str | None
+    restartReadback: Readback | None
+    unsupportedReason: NotRequired[str]
+
+
+class RecoverySection(TypedDict):
+    """The last recovery check of running and interrupted workflows."""
+
+    checked: int
+    recovered: int
+    failed: int
+    tableExists: bool
+    error: str | None
+    completedAt: Timestamp
+    durationSeconds: float
+
+
+class IntegritySection(TypedDict):
+    """Problems by check in the last completed integrity pass."""
+
+    problems: dict[str, int]
+    completedAt: Timestamp | None
+
+
+class HealthDocument(TypedDict):
+    """The health document of /api/health/checkpointer (HTTP 503 only when unhealthy)."""
+
+    status: Status
+    checkpointer: Checkpointer
+    saver: str | None
+    postgres: PostgresSection
+    pool: PoolSection | None
+    fallback: FallbackSection
+    lastError: LastError | None
+    canary: CanarySection | None
+    recovery: RecoverySection | None
+    integrity: IntegritySection | None
+    checkedAt: Timestamp
 
 
 class IntegritySummary(Protocol):
@@ -89,7 +192,7 @@ def _canary_failures(canary: CanaryStatus | None) -> int:
     return canary.consecutive_failures
 
 
-def status_of(inputs: HealthInputs) -> str:
+def status_of(inputs: HealthInputs) -> Status:
     """Apply the rules in this module's docstring."""
     if inputs.backend.fallback_reason is not None:
         return DEGRADED
@@ -109,15 +212,19 @@ def status_of(inputs: HealthInputs) -> str:
     return HEALTHY
 
 
+def _at(unix: float) -> str:
+    return datetime.fromtimestamp(unix, UTC).isoformat()
+
+
 def _when(unix: float | None) -> str | None:
-    return None if unix is None else datetime.fromtimestamp(unix, UTC).isoformat()
+    return None if unix is None else _at(unix)
 
 
 def _seconds(value: float | None) -> float | None:
     return None if value is None else round(value, 6)
 
 
-def canary_section(canary: CanaryStatus | None) -> dict[str, Any] | None:
+def canary_section(canary: CanaryStatus | None) -> CanarySection | None:
     """The canary's part of the document (None: the canary is off).
 
     ``status`` is ``unsupported`` while the schema cannot take the canary's saver,
@@ -125,7 +232,7 @@ def canary_section(canary: CanaryStatus | None) -> dict[str, Any] | None:
     """
     if canary is None:
         return None
-    section: dict[str, Any] = {
+    section: CanarySection = {
         "active": canary.active,
         "status": UNSUPPORTED if canary.unsupported is not None else canary.last_result,
         "consecutiveFailures": canary.consecutive_failures,
@@ -140,7 +247,7 @@ def canary_section(canary: CanaryStatus | None) -> dict[str, Any] | None:
     return section
 
 
-def recovery_section(report: RecoveryReport | None) -> dict[str, Any] | None:
+def recovery_section(report: RecoveryReport | None) -> RecoverySection | None:
     """The last recovery check (None: none finished yet); thread ids stay in the logs."""
     if report is None:
         return None
@@ -150,12 +257,12 @@ def recovery_section(report: RecoveryReport | None) -> dict[str, Any] | None:
         "failed": report.failed,
         "tableExists": report.table_exists,
         "error": report.error,
-        "completedAt": _when(report.completed_at),
-        "durationSeconds": _seconds(report.duration_seconds),
+        "completedAt": _at(report.completed_at),
+        "durationSeconds": round(report.duration_seconds, 6),
     }
 
 
-def integrity_section(integrity: IntegritySummary | None) -> dict[str, Any] | None:
+def integrity_section(integrity: IntegritySummary | None) -> IntegritySection | None:
     """The integrity checks' last findings (None: not running)."""
     if integrity is None:
         return None
@@ -165,7 +272,7 @@ def integrity_section(integrity: IntegritySummary | None) -> dict[str, Any] | No
     }
 
 
-def _last_error(inputs: HealthInputs, now: datetime) -> dict[str, Any] | None:
+def _last_error(inputs: HealthInputs, now: datetime) -> LastError | None:
     """The database's failure while it lasts (the cause of everything else), else the
     checkpointer's last failed operation."""
     ping = inputs.ping
@@ -190,13 +297,11 @@ def _last_error(inputs: HealthInputs, now: datetime) -> dict[str, Any] | None:
     }
 
 
-def health_document(
-    inputs: HealthInputs, now: datetime | None = None
-) -> tuple[dict[str, Any], int]:
+def build_document(inputs: HealthInputs, now: datetime | None = None) -> tuple[HealthDocument, int]:
     """The JSON document and its HTTP status (503 only when unhealthy)."""
     backend, ping, stats = inputs.backend, inputs.ping, inputs.pool_stats
     status = status_of(inputs)
-    postgres: dict[str, Any] = {
+    postgres: PostgresSection = {
         "enabled": backend.postgres_requested,
         "connected": bool(ping and ping.ok),
         "connectionString": redact(backend.connection_string)
@@ -209,7 +314,7 @@ def health_document(
         postgres["latencyMs"] = round(ping.seconds * 1000, 3)
         postgres["error"] = ping.error
         postgres["cause"] = ping.cause
-    pool = None
+    pool: PoolSection | None = None
     if stats is not None:
         pool = {
             "size": stats.get("pool_size", 0),
@@ -220,7 +325,7 @@ def health_document(
         }
     now = now or datetime.now(UTC)
     last_error = _last_error(inputs, now)
-    document = {
+    document: HealthDocument = {
         "status": status,
         "checkpointer": backend.checkpointer,
         "saver": inputs.saver,
@@ -237,3 +342,11 @@ def health_document(
         "checkedAt": now.isoformat(),
     }
     return document, 503 if status == UNHEALTHY else 200
+
+
+def health_document(
+    inputs: HealthInputs, now: datetime | None = None
+) -> tuple[dict[str, Any], int]:
+    """:func:`build_document` as the routes take it: the same dict, typed as a plain one."""
+    document, status = build_document(inputs, now)
+    return cast(dict[str, Any], document), status
