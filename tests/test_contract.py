@@ -1,5 +1,5 @@
-"""The contract files stay true: the health schema to the types and to the documents a sidecar
-serves."""
+"""The contract files stay true: the health schema to the documents a sidecar serves, the metric
+catalog to what a real scrape exposes, the README's metrics reference to the catalog."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ import asyncio
 import copy
 import itertools
 import re
+import sys
 import tomllib
 from collections.abc import AsyncIterator, Iterator, Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime
 from fnmatch import fnmatch
 from pathlib import Path
@@ -21,12 +22,22 @@ import pytest
 from jsonschema import Draft202012Validator, FormatChecker
 from jsonschema.exceptions import best_match
 from prometheus_client import CollectorRegistry
+from prometheus_client.parser import text_string_to_metric_families
 
 from exporter import Sidecar, build_checkpointer
 from exporter.checkpointer.backend import MEMORY, Backend
 from exporter.checkpointer.instrumented import ErrorRecord
+from exporter.contract.catalog import (
+    BEGIN,
+    END,
+    Catalog,
+    MetricFamily,
+    load_catalog,
+    metrics_table,
+    with_metrics_table,
+)
 from exporter.contract.generated import health_schema, main
-from exporter.contract.schema import HEALTH_SCHEMA, load_health_schema
+from exporter.contract.schema import HEALTH_SCHEMA, json_schema, load_health_schema
 from exporter.database import Ping
 from exporter.health import (
     CANARY_UNHEALTHY_AFTER,
@@ -41,11 +52,12 @@ from exporter.settings import Settings
 from exporter.workflows.canary import ERROR, SUCCESS, TIMEOUT
 from exporter.workflows.recovery import RecoveryReport
 from exporter.workload import compile_workflow, initial_state
-from tests.exposition import integrity_step
+from tests.exposition import exposition_after_workload, integrity_step
 from tests.ports import refused_port
 from tests.test_health import BACKEND, NOW, UP, Integrity, canary, recovery
 
 ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
 CONTRACT = ROOT / "exporter" / "contract"
 PASSWORD = "development_password"
 RFC3339 = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?([+-]\d\d:\d\d|Z)")
@@ -323,32 +335,181 @@ def test_the_schema_rejects_unknown_keys_wrong_types_and_unknown_values() -> Non
     assert violations(fewer) == ["pool/size: 1.5 is not of type 'integer'"]
 
 
-# The generator
+# The metric catalog
+
+
+@dataclass(frozen=True)
+class Exposed:
+    """One family as a scrape shows it; labels are None where it has no sample to show them."""
+
+    type: str
+    help: str
+    labels: frozenset[str] | None
+    buckets: list[float] | None
+
+
+def exposed_families(text: str) -> dict[str, Exposed]:
+    """The families of an exposition, named as the catalog names them (counters with _total)."""
+    families = {}
+    for family in text_string_to_metric_families(text):
+        bounds: list[float] = []
+        for sample in family.samples:
+            le = sample.labels.get("le", "+Inf")
+            if sample.name.endswith("_bucket") and le != "+Inf" and float(le) not in bounds:
+                bounds.append(float(le))
+        labels = frozenset(k for s in family.samples for k in s.labels if k != "le")
+        name = family.name + ("_total" if family.type == "counter" else "")
+        families[name] = Exposed(
+            type=family.type,
+            help=family.documentation,
+            labels=labels if family.samples else None,
+            buckets=bounds if family.type == "histogram" and family.samples else None,
+        )
+    return families
+
+
+def docstring_labels(name: str) -> frozenset[str] | None:
+    """The label names an exposition line in the exporter's module docstrings shows for
+    ``name`` (the collectors show every family they produce), or None if none shows it."""
+    line = re.compile(rf"^\s+{name}(?:\{{(?P<labels>[^}}]*)\}})? ", re.M)
+    for module in list(sys.modules.values()):
+        if module.__name__.startswith("exporter") and (match := line.search(module.__doc__ or "")):
+            pairs = match["labels"] or ""
+            return frozenset(re.findall(r'(\w+)="', pairs))
+    return None
+
+
+def catalog_differences(families: list[MetricFamily], exposed: Mapping[str, Exposed]) -> list[str]:
+    """How the catalog and a fully populated scrape disagree, both ways (empty: they agree).
+
+    A family the scrape leaves out may be listed only with its condition; one without
+    samples has its labels checked against the docstring that shows it.
+    """
+    listed = {family["name"]: family for family in families}
+    problems = [f"{name}: exposed, not in the catalog" for name in exposed.keys() - listed.keys()]
+    for name, family in listed.items():
+        seen = exposed.get(name)
+        if seen is None:
+            if "condition" not in family:
+                problems.append(f"{name}: never exposed, and no condition says when it is")
+            continue
+        labels = seen.labels if seen.labels is not None else docstring_labels(name)
+        checks: dict[str, tuple[object, object]] = {
+            "type": (family["type"], seen.type),
+            "help": (family["help"], seen.help),
+            "labels": (frozenset(family["labels"]), labels),
+        }
+        if seen.buckets is not None:
+            checks["buckets"] = (family.get("buckets"), seen.buckets)
+        for what, (catalogued, actual) in checks.items():
+            if catalogued != actual:
+                problems.append(f"{name}: {what} {catalogued!r} in the catalog, {actual!r} exposed")
+    return sorted(problems)
+
+
+@pytest.fixture
+async def exposed(statements_dsn: str, settings: Settings) -> dict[str, Exposed]:
+    """Every family a real in-process sidecar exposes after a workload, pg_stat_statements on."""
+    settings = settings.replace(postgres_connection_string=statements_dsn)
+    return exposed_families(await exposition_after_workload(settings))
+
+
+async def test_the_catalog_is_what_a_real_scrape_exposes(exposed: dict[str, Exposed]) -> None:
+    """Same families both ways, with the same types, HELP, labels and buckets."""
+    assert len(exposed) >= 100
+    assert catalog_differences(load_catalog()["families"], exposed) == []
+
+
+def test_a_disagreement_is_reported_either_way() -> None:
+    """The comparison itself: a family missing from either side, or differing, is named."""
+    gauge: MetricFamily = {
+        "name": "x_up",
+        "type": "gauge",
+        "help": "Up.",
+        "labels": [],
+        "description": "",
+    }
+    seen = Exposed("gauge", "Up.", frozenset(), None)
+    assert catalog_differences([gauge], {"x_up": seen}) == []
+    assert catalog_differences([], {"x_up": seen}) == ["x_up: exposed, not in the catalog"]
+    assert catalog_differences([gauge], {}) == [
+        "x_up: never exposed, and no condition says when it is"
+    ]
+    assert catalog_differences([{**gauge, "condition": "only when x"}], {}) == []
+    histogram: MetricFamily = {**gauge, "type": "histogram", "buckets": [1.0, 2.0]}
+    assert catalog_differences(
+        [histogram], {"x_up": Exposed("histogram", "Up!", frozenset({"a"}), [1.0, 5.0])}
+    ) == [
+        "x_up: buckets [1.0, 2.0] in the catalog, [1.0, 5.0] exposed",
+        "x_up: help 'Up.' in the catalog, 'Up!' exposed",
+        "x_up: labels frozenset() in the catalog, frozenset({'a'}) exposed",
+    ]
+
+
+def test_the_catalog_is_well_formed() -> None:
+    """The file has the shape its type claims; names are unique and namespaced; buckets rise
+    and belong to histograms only, every histogram listing them."""
+    catalog = load_catalog()
+    schema = json_schema(Catalog, "Metric catalog")
+    assert list(Draft202012Validator(schema).iter_errors(catalog)) == []
+    names = [family["name"] for family in catalog["families"]]
+    assert len(names) == len(set(names))
+    assert all(name.startswith(catalog["namespace"] + "_") for name in names)
+    for family in catalog["families"]:
+        assert len(set(family["labels"])) == len(family["labels"]), family["name"]
+        assert ("buckets" in family) == (family["type"] == "histogram"), family["name"]
+        assert family.get("buckets", []) == sorted(set(family.get("buckets", []))), family["name"]
+
+
+# The README and the generator
+
+
+def test_the_readme_metrics_reference_is_generated_from_the_catalog() -> None:
+    """The table between the markers is exactly what the catalog renders."""
+    readme = README.read_text()
+    assert with_metrics_table(readme, load_catalog()) == readme
+    assert metrics_table(load_catalog()) in readme
 
 
 def test_the_generator_finds_nothing_stale() -> None:
-    """python -m exporter.contract --check passes on the schema as checked in."""
-    assert main(["--check", "--schema", str(CONTRACT / HEALTH_SCHEMA)]) == 0
+    """python -m exporter.contract --check passes on the files as checked in."""
+    assert (
+        main(["--check", "--readme", str(README), "--schema", str(CONTRACT / HEALTH_SCHEMA)]) == 0
+    )
 
 
-def test_the_generator_rewrites_a_stale_schema(
+def test_the_generator_rewrites_stale_files(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """A schema out of date is named by --check, then rewritten to what the types make."""
-    schema = tmp_path / HEALTH_SCHEMA
+    """A README row edited by hand and a schema out of date are named by --check, then
+    rewritten to what the catalog and the types make."""
+    readme, schema = tmp_path / "README.md", tmp_path / HEALTH_SCHEMA
+    original = README.read_text()
+    readme.write_text(original.replace("| Operations running now. |", "| Running. |"))
     schema.write_text("{}\n")
-    assert main(["--check", "--schema", str(schema)]) == 1
-    assert "is stale" in capsys.readouterr().err
-    assert main(["--schema", str(schema)]) == 0
+    args = ["--readme", str(readme), "--schema", str(schema)]
+    assert main(["--check", *args]) == 1
+    assert capsys.readouterr().err.count("is stale") == 2
+    assert main(args) == 0
+    assert readme.read_text() == original
     assert schema.read_text() == (CONTRACT / HEALTH_SCHEMA).read_text()
-    assert main(["--check", "--schema", str(schema)]) == 0
+    assert main(["--check", *args]) == 0
 
 
-def test_the_schema_ships_in_the_package() -> None:
-    """pyproject's package data takes the schema, so an installed exporter has it."""
+def test_a_readme_without_the_markers_is_refused() -> None:
+    """The generator never guesses where the table goes."""
+    readme = README.read_text()
+    assert BEGIN in readme
+    assert END in readme
+    with pytest.raises(ValueError, match="lacks the markers"):
+        with_metrics_table(readme.replace(BEGIN, ""), load_catalog())
+
+
+def test_the_contract_files_ship_in_the_package() -> None:
+    """pyproject's package data takes both JSON files, so an installed exporter has them."""
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
     patterns = pyproject["tool"]["setuptools"]["package-data"]["exporter.contract"]
     shipped = sorted(
         p.name for p in CONTRACT.iterdir() if any(fnmatch(p.name, g) for g in patterns)
     )
-    assert shipped == ["health.schema.json"]
+    assert shipped == ["health.schema.json", "metrics.json"]

@@ -1,4 +1,4 @@
-"""python -m exporter.contract: regenerate the health document's JSON Schema."""
+"""python -m exporter.contract: regenerate the health schema and the README's metrics table."""
 
 from exporter.contract.generated import main
 
