@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Final
 
 from psycopg import sql
 
@@ -38,6 +39,31 @@ def bound(template: str, **values: Any) -> bytes:
 
 def _sql_value(value: Any) -> Any:
     return list(value) if isinstance(value, tuple) else value
+
+
+# One row per name: whether the schema holds that table, and whether this role may read it.
+# format('%I.%I') quotes schema and table server-side, so to_regclass sees exactly the
+# identifiers and never parses a schema name as SQL; a missing table is NULL, never an error.
+TABLES_EXIST: Final = """
+SELECT t.name, r.oid IS NOT NULL AS exists,
+       coalesce(has_table_privilege(r.oid, 'SELECT'), false) AS readable{columns}
+FROM unnest({tables}::text[]) AS t(name),
+     LATERAL (SELECT to_regclass(format('%I.%I', {schema}::text, t.name)) AS oid) AS r
+"""
+_NO_COLUMNS: Final = sql.SQL("")
+
+
+def tables_exist(
+    schema: str, tables: Sequence[str], columns: sql.Composable = _NO_COLUMNS
+) -> bytes:
+    """:data:`TABLES_EXIST` for ``tables`` in ``schema``: rows of ``name``, ``exists`` and
+    ``readable``, plus ``columns`` (``, expression AS name``, ...) on each.
+
+    The one way the exporter asks whether a table is there before it reads it, so that
+    a schema not set up yet never puts an error in the server's log. A column that
+    names one of the tables fails once that table is gone: its caller catches that.
+    """
+    return bound(TABLES_EXIST, schema=schema, tables=tuple(tables), columns=columns)
 
 
 def create_schema(schema: str) -> sql.Composed:

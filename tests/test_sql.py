@@ -6,7 +6,7 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
-from exporter.sql import bound
+from exporter.sql import bound, tables_exist
 
 
 def test_bound_values_are_literals_and_identifiers_stay_identifiers(dsn: str) -> None:
@@ -30,3 +30,17 @@ def test_bound_values_are_literals_and_identifiers_stay_identifiers(dsn: str) ->
         "quoted": '"it\'s 100% \\ ""odd"""',
         "none": None,
     }
+
+
+def test_tables_exist_reads_quoted_names_without_error_for_missing_ones(dsn: str) -> None:
+    """A schema name needing quotes is read as a name; an absent table is a row, not an error."""
+    schema = 'odd "schema"; DROP'
+    with psycopg.connect(dsn, autocommit=True, row_factory=dict_row) as conn:
+        conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+        conn.execute(sql.SQL("CREATE TABLE {} (v int)").format(sql.Identifier(schema, "t")))
+        count = sql.SQL(", (SELECT count(*) FROM {}) AS n").format(sql.Identifier(schema, "t"))
+        rows = conn.execute(tables_exist(schema, ("t", "missing"), count)).fetchall()
+    assert sorted(rows, key=lambda row: row["name"]) == [
+        {"name": "missing", "exists": False, "readable": False, "n": 0},
+        {"name": "t", "exists": True, "readable": True, "n": 0},
+    ]

@@ -39,7 +39,7 @@ from psycopg import AsyncConnection, errors, sql
 
 from exporter.checkpointer.instrumented import InstrumentedSaver
 from exporter.collectors.base import Memo, ScrapeContext
-from exporter.sql import bound
+from exporter.sql import bound, tables_exist
 
 PREFIX = "langgraph_checkpointer_migrations_"
 
@@ -50,40 +50,25 @@ LIBRARY_VERSION: Final = len(BasePostgresSaver.MIGRATIONS) - 1
 # Version of a schema with no recorded migration, as LangGraph's setup() counts it.
 NO_VERSION: Final = -1
 
-# format('%I.%I') quotes schema and table server-side, so to_regclass sees
-# exactly the identifiers and never parses the schema name as SQL.
-TABLES_EXIST = """
-SELECT t.name, to_regclass(format('%I.%I', {schema}::text, t.name)) IS NOT NULL AS exists
-FROM unnest({tables}::text[]) AS t(name)
-"""
-
-
-# Once the migrations table is known to exist: existence and version in one
-# statement. It names the table, so it fails if the table has gone since.
-TABLES_EXIST_AND_VERSION = """
-SELECT t.name, to_regclass(format('%I.%I', {schema}::text, t.name)) IS NOT NULL AS exists,
-       (SELECT max(v) FROM {table}) AS v
-FROM unnest({tables}::text[]) AS t(name)
-"""
-
 GONE_ERRORS: Final = (errors.UndefinedTable, errors.InvalidSchemaName)
 
 
 @cache
 def tables_exist_query(schema: str) -> bytes:
-    """:data:`TABLES_EXIST` for ``schema``, its names inlined."""
-    return bound(TABLES_EXIST, schema=schema, tables=TABLES)
+    """Which of :data:`TABLES` exist in ``schema`` (:func:`exporter.sql.tables_exist`)."""
+    return tables_exist(schema, TABLES)
 
 
 @cache
 def tables_and_version_query(schema: str) -> bytes:
-    """:data:`TABLES_EXIST_AND_VERSION` for ``schema``, the table quoted as an identifier."""
-    return bound(
-        TABLES_EXIST_AND_VERSION,
-        schema=schema,
-        tables=TABLES,
-        table=sql.Identifier(schema, "checkpoint_migrations"),
+    """Once the migrations table is known to exist: existence and version in one statement.
+
+    It names the table, so it fails if the table has gone since.
+    """
+    version = sql.SQL(", (SELECT max(v) FROM {}) AS v").format(
+        sql.Identifier(schema, "checkpoint_migrations")
     )
+    return tables_exist(schema, TABLES, version)
 
 
 @cache

@@ -55,21 +55,12 @@ from psycopg.rows import dict_row
 from exporter.collectors.base import ScrapeContext
 from exporter.log import get_logger
 from exporter.settings import Settings
-from exporter.sql import bound
+from exporter.sql import bound, tables_exist
 from exporter.workflows.schema import CANARY_THREAD_ID, COUNTS_TABLE, RUNNING, STATUSES, TABLE
 
 log = get_logger("workflows")
 
 PREFIX = "langgraph_checkpointer_workflows_"
-
-# format('%I.%I') quotes schema and table server-side, as the migrations collector does.
-# `counted`: the maintained counts exist and this role may read them.
-TABLE_EXISTS: Final = """
-SELECT to_regclass(format('%I.%I', {schema}::text, {name}::text)) IS NOT NULL AS exists,
-       coalesce(has_table_privilege(
-           to_regclass(format('%I.%I', {schema}::text, {counts}::text)), 'SELECT'), false)
-           AS counted
-"""
 
 # Every figure but the counts, in one snapshot with them. The canary's row is
 # looked up by key and taken off its status in Python, so the counts need no
@@ -120,8 +111,8 @@ RECHECK_ERRORS: Final = (*GONE_ERRORS, errors.InsufficientPrivilege)
 
 @cache
 def table_exists_query(schema: str) -> bytes:
-    """:data:`TABLE_EXISTS` for ``schema``'s table, the names inlined."""
-    return bound(TABLE_EXISTS, schema=schema, name=TABLE, counts=COUNTS_TABLE)
+    """Whether ``schema`` holds the table, and the maintained counts this role may read."""
+    return tables_exist(schema, (TABLE, COUNTS_TABLE))
 
 
 @cache
@@ -274,11 +265,11 @@ class WorkflowsCollector:
         if self._counted is not None and not due:
             with suppress(*RECHECK_ERRORS):
                 return await _fetch_one(conn, self._summary(settings, self._counted))
-        found = await _fetch_one(conn, table_exists_query(schema))
-        if not found["exists"]:
+        found = await _fetch_by_name(conn, table_exists_query(schema))
+        if not found[TABLE]["exists"]:
             self._counted = self._recheck_at = None
             return None
-        self._counted = bool(found["counted"])
+        self._counted = bool(found[COUNTS_TABLE]["readable"])
         if self._counted:
             self._recheck_at, self._scan_logged = None, False
         else:
@@ -296,6 +287,13 @@ class WorkflowsCollector:
             settings.prune_threshold,
             counted=counted,
         )
+
+
+async def _fetch_by_name(conn: AsyncConnection[Any], query: bytes) -> dict[str, Mapping[str, Any]]:
+    """The rows of :func:`exporter.sql.tables_exist`, by table name."""
+    async with conn.cursor(row_factory=dict_row) as cursor:
+        await cursor.execute(query)
+        return {row["name"]: row for row in await cursor.fetchall()}
 
 
 async def _fetch_one(conn: AsyncConnection[Any], query: bytes) -> Mapping[str, Any]:
