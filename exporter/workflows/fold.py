@@ -33,7 +33,8 @@ has written for a thread (two replicas may serve it, a restarted sidecar forgets
 batch is weighed against it under its row lock, in the statement that writes it. Reading the
 rows first would cost a round trip per flush and still race a replica inserting the same
 thread. :data:`STATUS_SQL` is therefore :func:`status_of` transcribed over the write's
-columns and decides nothing of its own.
+columns and decides nothing of its own; ``tests/test_tracking_sql.py`` holds the two equal,
+for a row stored before the write and for one another process inserts while it waits.
 """
 
 from __future__ import annotations

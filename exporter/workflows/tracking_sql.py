@@ -18,9 +18,10 @@ from exporter.workflows.fold import STATUS_SQL, Update
 from exporter.workflows.schema import TABLE
 
 # One statement per flush, writing what the fold decided. Existing rows are updated under
-# their row lock, their status by fold.STATUS_SQL, the fold's own rule weighed against the
-# stored row (exporter.workflows.fold says why that happens here); the rest are inserted,
-# and a thread another process inserted meanwhile is merged.
+# their row lock; the rest are inserted, and a thread another process inserted meanwhile is
+# updated just the same (looking its batch row up in `d`: a race, so rare). Either way the
+# status is fold.STATUS_SQL, the fold's own rule weighed against the stored row
+# (exporter.workflows.fold says why that happens here).
 UPSERT: Final = """
 WITH d AS (
     SELECT * FROM unnest(
@@ -52,11 +53,7 @@ SELECT
 FROM d
 WHERE NOT EXISTS (SELECT FROM updated AS u WHERE u.thread_id = d.thread_id)
 ON CONFLICT (thread_id) DO UPDATE SET
-    status = CASE
-        WHEN excluded.last_checkpoint_id COLLATE "C" >= coalesce(w.last_checkpoint_id, '')
-            THEN excluded.status
-        ELSE w.status
-    END,
+    status = (SELECT {status} FROM d WHERE d.thread_id = excluded.thread_id),
     last_activity = greatest(w.last_activity, excluded.last_activity),
     last_checkpoint_id = greatest(w.last_checkpoint_id COLLATE "C", excluded.last_checkpoint_id),
     checkpoint_count = w.checkpoint_count + excluded.checkpoint_count,
