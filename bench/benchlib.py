@@ -1,29 +1,71 @@
-"""What every benchmark script shares: robust summaries, and which code a run measured."""
+"""What every benchmark script shares: robust summaries, which code a run measured, the
+processes it starts, the HTTP client that scrapes them, and the database they watch."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import gzip
 import hashlib
 import math
 import os
 import platform
+import re
+import signal
+import socket
 import statistics
 import subprocess
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
-from contextlib import AsyncExitStack, asynccontextmanager
+import sys
+import uuid
+from collections.abc import AsyncIterator, Coroutine, Iterable, Iterator, Mapping, Sequence
+from contextlib import (
+    AbstractContextManager,
+    AsyncExitStack,
+    ExitStack,
+    asynccontextmanager,
+    contextmanager,
+)
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Final
+from time import monotonic, perf_counter
+from typing import Any, Final, TypeVar
 
+import aiohttp
+from prometheus_client import CollectorRegistry
+from prometheus_client.metrics_core import Metric
 from psycopg import AsyncConnection, sql
+from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import AsyncConnectionPool
 
+from exporter.cli import build_parser
+from exporter.collectors.base import Collector, ScrapeContext
 from exporter.database import checkpointer_connect_kwargs, open_checkpointer_pool
 from exporter.embedded import embedded_database
-from exporter.factory import prepare_schema
-from exporter.settings import Settings
+from exporter.factory import build_checkpointer, prepare_schema
+from exporter.scrape import Outcome, gather_outcomes, outcome_families
+from exporter.settings import DEFAULT_SCHEMA, SPECS, Settings
+from exporter.workload import compile_workflow, initial_state
 
 ROOT: Final = Path(__file__).resolve().parents[1]
+# Below six pairs no two order statistics bracket the median with 95 % confidence.
+MIN_PAIRS: Final = 6
+OURS: Final = "checkpoint-exporter"
+THEIRS: Final = "postgres_exporter"
+POSTGRES_EXPORTER: Final = "/usr/bin/prometheus-postgres-exporter"
+READY_TIMEOUT: Final = 60.0
+REQUEST_TIMEOUT: Final = 30.0
+SEED_CONCURRENCY: Final = 8
+# Variables that would move a child away from the defaults a benchmark promises.
+INHERITED_SETTINGS: Final = re.compile(
+    r"^(CHECKPOINT_EXPORTER_|POSTGRES_|USE_POSTGRES_SAVER$|DATA_SOURCE_)"
+)
+
+T = TypeVar("T")
+
+
+class BenchError(RuntimeError):
+    """A process the benchmark needs did not start or answer; the message says which."""
 
 
 def add_data_dir(parser: argparse.ArgumentParser) -> None:
@@ -66,6 +108,17 @@ def span(interval: tuple[float, float], fmt: str) -> str:
     return f"[{interval[0]:{fmt}} .. {interval[1]:{fmt}}]"
 
 
+def outcome(low: float, high: float, target: float, pairs: int) -> str:
+    """PASS when the whole interval is within ``target``, FAIL when none of it is."""
+    if pairs < MIN_PAIRS:
+        return "INCONCLUSIVE (too few rounds)"
+    if high <= target:
+        return "PASS"
+    if low > target:
+        return "FAIL"
+    return "INCONCLUSIVE"
+
+
 def verdict_line(name: str, verdict: Mapping[str, Any], target: float) -> str:
     """The closing line of a large/small comparison: both ratios, the interval, the outcome."""
     return (
@@ -75,27 +128,28 @@ def verdict_line(name: str, verdict: Mapping[str, Any], target: float) -> str:
     )
 
 
-def _git(*args: str) -> str | None:
+def _git(root: Path, *args: str) -> str | None:
     try:
         done = subprocess.run(
-            ["git", "-C", str(ROOT), *args], capture_output=True, text=True, check=False
+            ["git", "-C", str(root), *args], capture_output=True, text=True, check=False
         )
     except OSError:
         return None
     return done.stdout.rstrip() if done.returncode == 0 else None
 
 
-def code_under_test(label: str, sources: Iterable[Path]) -> dict[str, Any]:
-    """Which code a run measured: ``label``, a hash of ``sources``, the checkout's state."""
+def code_under_test(label: str, sources: Iterable[Path], root: Path = ROOT) -> dict[str, Any]:
+    """Which code a run measured: ``label``, a hash of ``sources``, the state of the checkout
+    at ``root`` (this one, or a worktree of another commit)."""
     digest = hashlib.sha256()
     for path in sorted(sources):
-        digest.update(path.resolve().relative_to(ROOT).as_posix().encode() + b"\0")
+        digest.update(path.resolve().relative_to(root).as_posix().encode() + b"\0")
         digest.update(path.read_bytes())
-    modified = _git("status", "--porcelain", "--", "exporter")
+    modified = _git(root, "status", "--porcelain", "--", "exporter")
     return {
         "measured": label,
         "sha256": digest.hexdigest()[:12],
-        "commit": _git("rev-parse", "--short", "HEAD"),
+        "commit": _git(root, "rev-parse", "--short", "HEAD"),
         "modified": [line[3:] for line in modified.splitlines()] if modified else [],
     }
 
@@ -108,13 +162,14 @@ def describe_code(code: dict[str, Any]) -> str:
     )
 
 
-def environment(code: dict[str, Any]) -> dict[str, Any]:
+def environment(code: dict[str, Any] | None = None) -> dict[str, Any]:
+    """When and where a run took place, and (``code``) what it measured."""
     return {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "python": platform.python_version(),
         "platform": platform.platform(),
         "cpus": os.cpu_count(),
-        "code": code,
+        **({"code": code} if code is not None else {}),
     }
 
 
@@ -141,3 +196,302 @@ async def paired_pools(
                 stack.push_async_callback(pool.close)
                 pools.append(pool)
             yield url, settings, pools[0], pools[1]
+
+
+def run_main(main: Coroutine[Any, Any, T], script: str) -> T | int:
+    """Run ``main``; SIGTERM cancels it as Ctrl-C does, so every ``finally`` still runs.
+
+    A :class:`BenchError` is one line on stderr and status 1; an interruption, status 130.
+    """
+
+    async def cancellable() -> T:
+        task = asyncio.current_task()
+        assert task is not None
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+        return await main
+
+    try:
+        return asyncio.run(cancellable())
+    except BenchError as exc:
+        print(f"{script}: error: {exc}", file=sys.stderr)
+        return 1
+    except (asyncio.CancelledError, KeyboardInterrupt):
+        print(f"{script}: interrupted; every process it started is stopped", file=sys.stderr)
+        return 130
+
+
+# --------------------------------------------------------------------------------------
+# Collectors outside the sidecar
+# --------------------------------------------------------------------------------------
+
+
+async def run_collector(collector: Collector, ctx: ScrapeContext, deadline: float) -> Outcome:
+    """Run ``collector`` alone within ``deadline`` seconds, isolated as in a scrape."""
+    (result,) = await gather_outcomes((collector,), ctx, deadline)
+    return result
+
+
+async def run_collectors(
+    collectors: Sequence[Collector], ctx: ScrapeContext, deadline: float
+) -> list[Metric]:
+    """Run every collector at once, as a scrape does, and gather what they produced."""
+    return outcome_families(await gather_outcomes(collectors, ctx, deadline))
+
+
+# --------------------------------------------------------------------------------------
+# Processes
+# --------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def child_environment(**extra: str) -> dict[str, str]:
+    """This process's environment without exporter settings, plus ``extra``."""
+    env = {k: v for k, v in os.environ.items() if not INHERITED_SETTINGS.match(k)}
+    env.update(extra)
+    return env
+
+
+def stop(process: subprocess.Popen[Any], grace: float = 10.0) -> None:
+    """SIGTERM, then SIGKILL after ``grace`` seconds; always reaps the process."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(grace)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@dataclass(slots=True)
+class Child:
+    """A process the benchmark started, where it writes, and where it serves."""
+
+    name: str
+    process: subprocess.Popen[bytes]
+    log: Path
+    url: str = ""
+
+    def tail(self, lines: int = 5) -> str:
+        try:
+            text = self.log.read_text(errors="replace")
+        except OSError:
+            return ""
+        return " | ".join(text.strip().splitlines()[-lines:])
+
+
+@contextmanager
+def child(
+    name: str,
+    argv: Sequence[str],
+    env: dict[str, str],
+    log: Path,
+    *,
+    url: str = "",
+    stdout: Path | None = None,
+) -> Iterator[Child]:
+    """Start ``argv`` (serving at ``url``, if it serves); stop it on exit, whatever happens."""
+    with ExitStack() as files:
+        err = files.enter_context(log.open("wb"))
+        out = files.enter_context(stdout.open("wb")) if stdout is not None else err
+        process = subprocess.Popen(
+            list(argv), env=env, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=out, stderr=err
+        )
+    try:
+        yield Child(name, process, log, url)
+    finally:
+        stop(process)
+
+
+def sidecar_child(
+    url: str, scratch: Path, flags: Sequence[str], name: str = "sidecar"
+) -> AbstractContextManager[Child]:
+    """``python -m exporter serve`` on a free port, watching the database at ``url``."""
+    port = free_port()
+    argv = [sys.executable, "-m", "exporter", "serve", "--web.listen-address", f"127.0.0.1:{port}"]
+    env = child_environment(POSTGRES_CONNECTION_STRING=url)
+    log = scratch / f"{name}.log"
+    return child(OURS, [*argv, *flags], env, log, url=f"http://127.0.0.1:{port}")
+
+
+def postgres_exporter_child(url: str, scratch: Path) -> AbstractContextManager[Child]:
+    """postgres_exporter with default flags, on the embedded server's unix socket (no TCP)."""
+    params = conninfo_to_dict(url)
+    socket_dir, port = str(params["host"]), str(params.get("port") or 5432)
+    dsn = f"postgresql://postgres@:{port}/postgres?host={socket_dir}&sslmode=disable"
+    listen = free_port()
+    return child(
+        THEIRS,
+        [POSTGRES_EXPORTER, f"--web.listen-address=127.0.0.1:{listen}"],
+        child_environment(DATA_SOURCE_NAME=dsn),
+        scratch / "postgres_exporter.log",
+        url=f"http://127.0.0.1:{listen}",
+    )
+
+
+def postgres_exporter_version() -> str:
+    try:
+        done = subprocess.run(
+            [POSTGRES_EXPORTER, "--version"], capture_output=True, text=True, check=False
+        )
+    except OSError:
+        return "not installed"
+    first = (done.stdout or done.stderr).strip().splitlines()
+    return first[0] if first else "unknown"
+
+
+def add_sidecar_flags(parser: argparse.ArgumentParser) -> None:
+    """The options that set what our ``serve`` runs with: none beyond its defaults unless given."""
+    parser.add_argument(
+        "--collector-timeout",
+        default=None,
+        metavar="DURATION",
+        help="our --collector.timeout (default: the exporter's own default)",
+    )
+    parser.add_argument(
+        "--sidecar-flag",
+        action="append",
+        default=[],
+        metavar="FLAG",
+        help="one more flag for our serve, e.g. --sidecar-flag=--exporter.pool-size=5 "
+        "(repeatable; default: none)",
+    )
+
+
+def sidecar_flags(args: argparse.Namespace) -> list[str]:
+    """The flags our ``serve`` gets beyond its listen address: none by default."""
+    timeout = ["--collector.timeout", args.collector_timeout] if args.collector_timeout else []
+    return [*timeout, *args.sidecar_flag]
+
+
+def sidecar_settings(url: str, args: argparse.Namespace) -> Settings:
+    """The settings ``serve`` builds from those flags, parsed by the exporter's own CLI."""
+    namespace = build_parser().parse_args(["serve", *sidecar_flags(args)])
+    flags = {spec.field: getattr(namespace, spec.field, None) for spec in SPECS}
+    flags["listen_address"] = "127.0.0.1:0"
+    return Settings.load(environ={"POSTGRES_CONNECTION_STRING": url}, flags=flags)
+
+
+# --------------------------------------------------------------------------------------
+# HTTP
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    """One scrape as the client saw it."""
+
+    seconds: float
+    status: int
+    raw: bytes
+    gzipped: bool
+
+    @property
+    def body(self) -> bytes:
+        return gzip.decompress(self.raw) if self.gzipped else self.raw
+
+    @property
+    def text(self) -> str:
+        return self.body.decode()
+
+
+@asynccontextmanager
+async def http_client(encoding: str) -> AsyncIterator[aiohttp.ClientSession]:
+    """One keep-alive client; bodies arrive as sent, so no decompression is timed."""
+    async with aiohttp.ClientSession(
+        auto_decompress=False,
+        headers={"Accept-Encoding": encoding},
+        timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT),
+    ) as session:
+        yield session
+
+
+async def fetch(session: aiohttp.ClientSession, url: str) -> Response:
+    started = perf_counter()
+    async with session.get(url) as response:
+        raw = await response.read()
+    seconds = perf_counter() - started
+    gzipped = response.headers.get("Content-Encoding", "") == "gzip"
+    return Response(seconds, response.status, raw, gzipped)
+
+
+async def wait_ready(session: aiohttp.ClientSession, proc: Child, path: str) -> None:
+    """Poll ``proc.url + path`` until it answers 200; fail fast if the process exits."""
+    deadline = monotonic() + READY_TIMEOUT
+    while True:
+        code = proc.process.poll()
+        if code is not None:
+            raise BenchError(f"{proc.name} exited with status {code}: {proc.tail()}")
+        try:
+            if (await fetch(session, proc.url + path)).status == 200:
+                return
+        except (aiohttp.ClientError, TimeoutError):
+            pass
+        if monotonic() > deadline:
+            raise BenchError(f"{proc.name} did not answer within {READY_TIMEOUT:g} s")
+        await asyncio.sleep(0.1)
+
+
+def series_keys(text: str) -> list[str]:
+    """Each sample line's name and labels, in order (the text format, no timestamps)."""
+    keys = []
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        brace = line.rfind("}")
+        keys.append(line[: brace + 1] if brace >= 0 else line.split(" ", 1)[0])
+    return keys
+
+
+# --------------------------------------------------------------------------------------
+# The database a scrape benchmark watches
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Counts:
+    threads: int
+    checkpoints: int
+
+
+async def count_checkpoints(url: str, schema: str = DEFAULT_SCHEMA) -> Counts:
+    """Distinct threads and checkpoint rows, exactly (a full scan; never timed)."""
+    query = sql.SQL(
+        "SELECT count(DISTINCT thread_id) AS threads, count(*) AS checkpoints FROM {}"
+    ).format(sql.Identifier(schema, "checkpoints"))
+    async with await AsyncConnection.connect(url, autocommit=True) as conn:
+        row = await (await conn.execute(query)).fetchone()
+    return Counts(int(row[0]), int(row[1])) if row else Counts(0, 0)
+
+
+async def server_version(url: str) -> str:
+    async with await AsyncConnection.connect(url, autocommit=True) as conn:
+        row = await (await conn.execute("SHOW server_version")).fetchone()
+    return str(row[0]) if row else "unknown"
+
+
+async def seed(url: str, workflows: int, schema: str = DEFAULT_SCHEMA) -> Counts:
+    """Create the tables through the factory and write ``workflows`` workflows, then ANALYZE.
+
+    ANALYZE stands in for autovacuum, which has long run on any real database:
+    the catalog estimates the collectors read are then real figures.
+    """
+    settings = Settings(postgres_connection_string=url, postgres_schema=schema)
+    async with build_checkpointer(settings, registry=CollectorRegistry()) as saver:
+        graph = compile_workflow(saver)
+        pending = iter(range(workflows))
+
+        async def worker() -> None:
+            for index in pending:
+                config: Any = {"configurable": {"thread_id": f"seed-{index}-{uuid.uuid4()}"}}
+                await graph.ainvoke(initial_state(f"seed task {index}"), config)
+
+        await asyncio.gather(*(worker() for _ in range(SEED_CONCURRENCY)))
+    async with await AsyncConnection.connect(url, autocommit=True) as conn:
+        for table in ("checkpoints", "checkpoint_blobs", "checkpoint_writes"):
+            await conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(schema, table)))
+    return await count_checkpoints(url, schema)

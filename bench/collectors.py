@@ -47,6 +47,7 @@ from benchlib import (
     environment,
     median,
     median_interval,
+    run_collectors,
     span,
     verdict_line,
 )
@@ -62,7 +63,7 @@ from exporter.database import exporter_pool
 from exporter.embedded import embedded_database
 from exporter.factory import prepare_schema
 from exporter.log import configure_logging
-from exporter.scrape import SUCCESS, run_collectors
+from exporter.scrape import SUCCESS
 from exporter.settings import Settings
 
 COLLECTORS: Final = ROOT / "exporter" / "collectors"

@@ -100,12 +100,6 @@ class FailureCounts:
         return self._family
 
 
-async def run_collector(collector: Collector, ctx: ScrapeContext, deadline: float) -> Outcome:
-    """Run ``collector`` alone within ``deadline`` seconds; a failure is logged and reported."""
-    (outcome,) = await gather_outcomes((collector,), ctx, deadline)
-    return outcome
-
-
 def outcome_families(outcomes: Iterable[Outcome]) -> list[Metric]:
     """The collectors' own families followed by their success and duration gauges."""
     success = GaugeMetricFamily(
@@ -120,13 +114,6 @@ def outcome_families(outcomes: Iterable[Outcome]) -> list[Metric]:
         success.add_metric([outcome.collector], 1.0 if outcome.ok else 0.0)
         duration.add_metric([outcome.collector], outcome.seconds)
     return [*families, success, duration]
-
-
-async def run_collectors(
-    collectors: Sequence[Collector], ctx: ScrapeContext, deadline: float
-) -> list[Metric]:
-    """Run every collector at once and gather what they produced."""
-    return outcome_families(await gather_outcomes(collectors, ctx, deadline))
 
 
 async def gather_outcomes(
