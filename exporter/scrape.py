@@ -20,7 +20,7 @@ from prometheus_client.metrics_core import Metric
 from psycopg import errors
 from psycopg_pool import PoolTimeout
 
-from exporter.collectors.base import Collector, ScrapeContext
+from exporter.collectors.base import Collector, Memo, ScrapeContext
 from exporter.deadline import settle
 from exporter.log import get_logger
 from exporter.redact import redact
@@ -76,28 +76,30 @@ class FailureCounts:
 
     def __init__(self, collectors: Iterable[str]) -> None:
         self._counts = {(name, reason): 0 for name in collectors for reason in REASONS}
-        self._family: Metric | None = None
+        self._family = Memo(_failures_family)
 
     def record(self, outcomes: Iterable[Outcome]) -> None:
         for outcome in outcomes:
             if outcome.reason is not None:
                 key = (outcome.collector, outcome.reason)
                 self._counts[key] = self._counts.get(key, 0) + 1
-                self._family = None
 
     def family(self) -> Metric:
-        """The counter family; the same object while nothing failed, so its text is reused."""
-        if self._family is None:
-            family = CounterMetricFamily(
-                FAILURES,
-                "Failed collector runs by reason: deadline, lock_timeout, statement_timeout, "
-                "connection or error.",
-                labels=["collector", "reason"],
-            )
-            for (name, reason), count in self._counts.items():
-                family.add_metric([name, reason], float(count))
-            self._family = family
-        return self._family
+        """The counter family; the same object while nothing failed."""
+        (family,) = self._family(tuple(self._counts.items()))
+        return family
+
+
+def _failures_family(counts: tuple[tuple[tuple[str, str], int], ...]) -> list[Metric]:
+    family = CounterMetricFamily(
+        FAILURES,
+        "Failed collector runs by reason: deadline, lock_timeout, statement_timeout, "
+        "connection or error.",
+        labels=["collector", "reason"],
+    )
+    for (name, reason), count in counts:
+        family.add_metric([name, reason], float(count))
+    return [family]
 
 
 def outcome_families(outcomes: Iterable[Outcome]) -> list[Metric]:

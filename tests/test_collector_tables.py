@@ -17,27 +17,30 @@ from psycopg.rows import DictRow, dict_row
 
 from exporter import Sidecar
 from exporter.checkpoint_time import checkpoint_epoch, iso_epoch, uuid6_epoch
-from exporter.collectors.base import ScrapeContext
-from exporter.collectors.tables import (
+from exporter.collectors.base import Memo, ScrapeContext
+from exporter.collectors.table_sample import (
     BLOB_SAMPLE,
-    BUCKETS,
     CHECKPOINT_SAMPLE,
     HEAD_PAGES,
     OLDEST_HEAD,
     SAMPLE_ROWS,
-    TABLES,
     Sample,
-    TablesCollector,
     build_sample,
+    head_params,
+    sample_params,
+    schema_query,
+)
+from exporter.collectors.tables import (
+    BUCKETS,
+    TABLES,
+    TablesCollector,
     catalog_families,
     catalog_query,
     estimated_rows,
     estimated_threads,
-    head_params,
     histogram_family,
     sample_families,
-    sample_params,
-    schema_query,
+    storage_families,
 )
 from exporter.factory import prepare_schema
 from exporter.settings import Settings
@@ -258,7 +261,8 @@ def test_catalog_families_from_hand_made_rows() -> None:
 
     # A later scrape of the same tables shares the storage families, not the ages.
     older = {**row, "last_autovacuum_age": 27.5}
-    first, second = catalog_families([row]), catalog_families([older])
+    storage = Memo(storage_families)
+    first, second = catalog_families([row], storage), catalog_families([older], storage)
     shared = {f.name for f, g in zip(first, second, strict=True) if f is g}
     assert shared == {
         "langgraph_checkpointer_tables_" + name

@@ -54,9 +54,11 @@ class Memo(Generic[K]):
     """Families built from some state, built again only when that state changes.
 
     Most scrapes find a collector's state as the last one left it (a canary
-    probe every half minute, a recovery check at start); handing back the very
-    same families also lets the exposition reuse their text. The families must
-    not be changed by whoever receives them.
+    probe every half minute, a recovery check at start, a size sample drawn once
+    a minute); handing back the very same families skips building them, and the
+    exposition then knows their text unchanged without comparing them. The one
+    such cache of families; the families must not be changed by whoever
+    receives them. ``bench/scrape_cost.py`` measures what it saves.
     """
 
     def __init__(self, build: Callable[[K], Sequence[Metric]]) -> None:

@@ -61,30 +61,29 @@ from __future__ import annotations
 
 import time
 from bisect import bisect_right
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from functools import cache, lru_cache
+from collections.abc import Callable, Mapping, Sequence
+from functools import cache
 from typing import Any, ClassVar, Final
 
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.utils import floatToGoString
-from psycopg import AsyncConnection, sql
+from psycopg import AsyncConnection
 
-from exporter.checkpoint_time import UUID6_PATTERN, checkpoint_epoch
-from exporter.collectors.base import ScrapeContext
+from exporter.collectors.base import Memo, ScrapeContext
+from exporter.collectors.table_sample import (
+    HEAD_PAGES,
+    SAMPLE_ROWS,
+    TID_RANGE_SCAN_VERSION,
+    Sample,
+    draw_sample,
+)
 from exporter.sql import bound
 
-PREFIX = "langgraph_checkpointer_tables_"
+PREFIX: Final = "langgraph_checkpointer_tables_"
 TABLES: Final = ("checkpoints", "checkpoint_blobs", "checkpoint_writes", "checkpoint_migrations")
 MAINTENANCE: Final = ("vacuum", "autovacuum", "analyze", "autoanalyze")
-# Rows read per sampled table; the histograms' resolution, and their cost.
-SAMPLE_ROWS: Final = 1000
-# Pages read from the start of `checkpoints`: where an append-only heap keeps its oldest rows.
-HEAD_PAGES: Final = 16
 BUCKETS: Final = tuple(float(4**k) for k in range(4, 13))  # 256 B .. 16 MiB
-# TID Range Scan (PostgreSQL 14) reads only the pages asked for; before it, `ctid <` scans all.
-TID_RANGE_SCAN_VERSION: Final = 140000
 
 # The statistics come from the pg_stat_get_* functions that pg_stat_user_tables
 # wraps: that view aggregates over every relation and index of the database
@@ -117,55 +116,11 @@ LEFT JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = t.name AND c.relk
 ORDER BY t.position
 """
 
-# pg_column_size reads the stored (compressed or TOAST pointer) size without detoasting;
-# `ts` is read, detoasting the checkpoint, only for ids that are not UUIDv6.
-CHECKPOINT_SAMPLE: Final = sql.SQL("""
-SELECT pg_column_size(checkpoint) + pg_column_size(metadata) AS bytes,
-       checkpoint_id,
-       CASE WHEN checkpoint_id !~ %(uuid6)s THEN checkpoint->>'ts' END AS ts
-FROM {schema}.checkpoints TABLESAMPLE SYSTEM (%(percent)s::real)
-LIMIT %(limit)s
-""")
-
-BLOB_SAMPLE: Final = sql.SQL("""
-SELECT pg_column_size(blob) AS bytes
-FROM {schema}.checkpoint_blobs TABLESAMPLE SYSTEM (%(percent)s::real)
-WHERE blob IS NOT NULL
-LIMIT %(limit)s
-""")
-
-# The first pages of the heap, read by TID Range Scan: bounded whatever the table's size.
-OLDEST_HEAD: Final = sql.SQL("""
-SELECT min(checkpoint_id COLLATE "C") FILTER (WHERE checkpoint_id ~ %(uuid6)s) AS checkpoint_id,
-       min(checkpoint->>'ts') FILTER (WHERE checkpoint_id !~ %(uuid6)s) AS ts
-FROM {schema}.checkpoints
-WHERE ctid < %(head)s::tid
-""")
-
 
 @cache
 def catalog_query(schema: str) -> bytes:
     """:data:`CATALOG` for ``schema``, its names inlined: a statement without parameters."""
     return bound(CATALOG, schema=schema, tables=TABLES)
-
-
-def schema_query(template: sql.SQL, schema: str) -> sql.Composed:
-    """``template`` with ``{schema}`` bound as a quoted identifier."""
-    return template.format(schema=sql.Identifier(schema))
-
-
-def sample_params(estimated_rows: float, target: int = SAMPLE_ROWS) -> dict[str, Any]:
-    """Parameters for a sample query reading about ``target`` of ``estimated_rows`` rows.
-
-    The percentage comes from the catalog estimate; ``LIMIT`` bounds the read
-    when the estimate is stale or unknown (0: sample everything, up to the limit).
-    """
-    percent = 100.0 if estimated_rows <= target else 100.0 * target / estimated_rows
-    return {"percent": percent, "limit": target, "uuid6": UUID6_PATTERN}
-
-
-def head_params(pages: int = HEAD_PAGES) -> dict[str, Any]:
-    return {"head": f"({pages},0)", "uuid6": UUID6_PATTERN}
 
 
 def estimated_rows(row: Mapping[str, Any]) -> float:
@@ -185,37 +140,6 @@ def estimated_threads(n_distinct: float | None, rows: float) -> float:
     return n_distinct
 
 
-@dataclass(frozen=True, slots=True)
-class Sample:
-    """Value sizes read from a bounded sample, and when (``taken_at`` is monotonic)."""
-
-    taken_at: float
-    checkpoint_bytes: tuple[int, ...] = ()
-    blob_bytes: tuple[int, ...] = ()
-    oldest_checkpoint: float | None = None  # Unix time
-
-
-def build_sample(
-    taken_at: float,
-    checkpoint_rows: Iterable[Mapping[str, Any]] = (),
-    blob_rows: Iterable[Mapping[str, Any]] = (),
-    head_rows: Iterable[Mapping[str, Any]] = (),
-) -> Sample:
-    """Fold the sample and head query rows into a :class:`Sample`."""
-    checkpoint_rows = list(checkpoint_rows)
-    epochs = [
-        checkpoint_epoch(row.get("checkpoint_id"), row.get("ts"))
-        for row in [*checkpoint_rows, *head_rows]
-    ]
-    known = [epoch for epoch in epochs if epoch is not None]
-    return Sample(
-        taken_at=taken_at,
-        checkpoint_bytes=tuple(int(row["bytes"]) for row in checkpoint_rows),
-        blob_bytes=tuple(int(row["bytes"]) for row in blob_rows if row["bytes"] is not None),
-        oldest_checkpoint=min(known, default=None),
-    )
-
-
 # The catalog columns that only change with the data (not with the clock, as the ages do).
 STORAGE_COLUMNS: Final = (
     "exists",
@@ -229,28 +153,20 @@ STORAGE_COLUMNS: Final = (
 )
 
 
-def catalog_families(rows: Sequence[Mapping[str, Any]]) -> list[Metric]:
-    """Per-table figures from the catalog query rows, plus the distinct thread estimate.
+# Each table's STORAGE_COLUMNS, in TABLES order: all that the storage families are built from.
+Storage = tuple[tuple[Any, ...], ...]
 
-    Tables missing from ``rows`` or flagged as not existing report zeros.
-    ``threads_n_distinct`` (``pg_stats.n_distinct``) is the same on every row.
-    The storage families are built again only when their columns change.
-    """
+
+def storage_of(rows: Sequence[Mapping[str, Any]]) -> Storage:
+    """The storage columns of the catalog query rows (None for a table missing from them)."""
     by_table = {row["table"]: row for row in rows}
-    storage = tuple(
+    return tuple(
         tuple(by_table.get(table, {}).get(column) for column in STORAGE_COLUMNS) for table in TABLES
     )
-    *head, threads = storage_families(storage)
-    return [*head, *age_families(by_table), threads]
 
 
-@lru_cache(maxsize=2)
-def storage_families(storage: tuple[tuple[Any, ...], ...]) -> tuple[Metric, ...]:
-    """Existence, sizes, row estimates and dead rows per table, then the thread estimate.
-
-    ``storage`` holds each table's :data:`STORAGE_COLUMNS`, in :data:`TABLES` order.
-    Nothing mutates a family once built, so scrapes of unchanged tables share these.
-    """
+def storage_families(storage: Storage) -> list[Metric]:
+    """Existence, sizes, row estimates and dead rows per table, then the thread estimate."""
     by_table = {
         table: dict(zip(STORAGE_COLUMNS, values, strict=True))
         for table, values in zip(TABLES, storage, strict=True)
@@ -297,7 +213,23 @@ def storage_families(storage: tuple[tuple[Any, ...], ...]) -> tuple[Metric, ...]
         if checkpoints["exists"]
         else 0.0,
     )
-    return (exists, size, parts, rows_family, dead, threads)
+    return [exists, size, parts, rows_family, dead, threads]
+
+
+def catalog_families(
+    rows: Sequence[Mapping[str, Any]],
+    storage: Callable[[Storage], Sequence[Metric]] = storage_families,
+) -> list[Metric]:
+    """Per-table figures from the catalog query rows, plus the distinct thread estimate.
+
+    Tables missing from ``rows`` or flagged as not existing report zeros.
+    ``threads_n_distinct`` (``pg_stats.n_distinct``) is the same on every row.
+    ``storage`` builds the families that change only with the data: the collector
+    hands in its memo of :func:`storage_families`; the ages are built on every call.
+    """
+    by_table = {row["table"]: row for row in rows}
+    *head, threads = storage(storage_of(rows))
+    return [*head, *age_families(by_table), threads]
 
 
 def age_families(by_table: Mapping[str, Mapping[str, Any]]) -> list[Metric]:
@@ -332,8 +264,48 @@ def histogram_family(name: str, doc: str, values: Sequence[int]) -> HistogramMet
     return HistogramMetricFamily(name, doc, buckets=buckets, sum_value=float(sum(values)))
 
 
-def sample_families(sample: Sample, interval: float, now: float, wall_now: float) -> list[Metric]:
-    """The cached sample's families; ``now`` is monotonic, ``wall_now`` Unix time."""
+def size_families(drawn: tuple[Sample, float]) -> list[Metric]:
+    """The size histograms and sample row counts of ``drawn``: a sample and its interval.
+
+    Nothing in them changes until the next draw, so the collector builds them once
+    per sample (a :class:`~exporter.collectors.base.Memo` of this).
+    """
+    sample, interval = drawn
+    cached = f"sampled, refreshed at most every {interval:g} s"
+    rows = GaugeMetricFamily(
+        PREFIX + "sample_rows",
+        f"Rows in the size sample (about {SAMPLE_ROWS} at most); {cached}.",
+        labels=["table"],
+    )
+    rows.add_metric(["checkpoints"], float(len(sample.checkpoint_bytes)))
+    rows.add_metric(["checkpoint_blobs"], float(len(sample.blob_bytes)))
+    return [
+        histogram_family(
+            PREFIX + "checkpoint_size_bytes",
+            f"Stored size of checkpoint plus metadata per checkpoint row; {cached}.",
+            sample.checkpoint_bytes,
+        ),
+        histogram_family(
+            PREFIX + "blob_size_bytes",
+            f"Stored size of non-null checkpoint_blobs values; {cached}.",
+            sample.blob_bytes,
+        ),
+        rows,
+    ]
+
+
+def sample_families(
+    sample: Sample,
+    interval: float,
+    now: float,
+    wall_now: float,
+    sizes: Callable[[tuple[Sample, float]], Sequence[Metric]] = size_families,
+) -> list[Metric]:
+    """The sample's families; ``now`` is monotonic, ``wall_now`` Unix time.
+
+    ``sizes`` builds the families that change only with the sample: the collector
+    hands in its memo of :func:`size_families`; the ages are built on every call.
+    """
     cached = f"sampled, refreshed at most every {interval:g} s"
     families: list[Metric] = []
     if sample.oldest_checkpoint is not None:
@@ -346,7 +318,7 @@ def sample_families(sample: Sample, interval: float, now: float, wall_now: float
                 value=max(0.0, wall_now - sample.oldest_checkpoint),
             )
         )
-    families += size_families(sample, interval)
+    families += sizes((sample, interval))
     families.append(
         GaugeMetricFamily(
             PREFIX + "sample_age_seconds",
@@ -357,50 +329,13 @@ def sample_families(sample: Sample, interval: float, now: float, wall_now: float
     return families
 
 
-@lru_cache(maxsize=2)
-def size_families(sample: Sample, interval: float) -> tuple[Metric, ...]:
-    """The size histograms and sample row counts: built once per drawn sample.
-
-    Scrapes between two draws share these families; nothing mutates a family
-    once built, and exposition only reads them.
-    """
-    cached = f"sampled, refreshed at most every {interval:g} s"
-    rows = GaugeMetricFamily(
-        PREFIX + "sample_rows",
-        f"Rows in the size sample (about {SAMPLE_ROWS} at most); {cached}.",
-        labels=["table"],
-    )
-    rows.add_metric(["checkpoints"], float(len(sample.checkpoint_bytes)))
-    rows.add_metric(["checkpoint_blobs"], float(len(sample.blob_bytes)))
-    return (
-        histogram_family(
-            PREFIX + "checkpoint_size_bytes",
-            f"Stored size of checkpoint plus metadata per checkpoint row; {cached}.",
-            sample.checkpoint_bytes,
-        ),
-        histogram_family(
-            PREFIX + "blob_size_bytes",
-            f"Stored size of non-null checkpoint_blobs values; {cached}.",
-            sample.blob_bytes,
-        ),
-        rows,
-    )
-
-
-async def _fetch(
-    conn: AsyncConnection[Any],
-    query: bytes | sql.Composed,
-    params: Mapping[str, Any] | None = None,
-) -> list[Any]:
-    cursor = await conn.execute(query, params)
-    return await cursor.fetchall()
-
-
 class TablesCollector:
     """Reads catalog statistics on every scrape; draws the size sample at most every interval.
 
     The sample is kept on the instance, keyed by pool and schema. While one
     scrape redraws it, a concurrent scrape serves the previous sample (or none).
+    Families that change only with the data or the sample are built once per
+    change and handed back as they were, so the exposition reuses their text.
     """
 
     name: ClassVar[str] = "tables"
@@ -417,6 +352,8 @@ class TablesCollector:
         self._sample: Sample | None = None
         self._key: tuple[int, str] | None = None
         self._refreshing = False
+        self._storage = Memo(storage_families)
+        self._sizes = Memo(size_families)
 
     @property
     def sample(self) -> Sample | None:
@@ -431,7 +368,8 @@ class TablesCollector:
         if key != self._key:
             self._key, self._sample = key, None
         async with ctx.database.connection() as conn:
-            catalog = await _fetch(conn, catalog_query(schema))
+            cursor = await conn.execute(catalog_query(schema))
+            catalog = await cursor.fetchall()
             sample = self._sample
             interval = ctx.settings.tables_interval
             stale = sample is None or self._clock() - sample.taken_at >= interval
@@ -441,9 +379,10 @@ class TablesCollector:
                     sample = self._sample = await self._draw(conn, schema, catalog)
                 finally:
                     self._refreshing = False
-        families = catalog_families(catalog)
+        families = catalog_families(catalog, self._storage)
         if sample is not None:
-            families += sample_families(sample, interval, self._clock(), self._wall_clock())
+            now, wall_now = self._clock(), self._wall_clock()
+            families += sample_families(sample, interval, now, wall_now, self._sizes)
         return families
 
     async def _draw(
@@ -451,15 +390,11 @@ class TablesCollector:
     ) -> Sample:
         by_table = {row["table"]: row for row in catalog}
         checkpoints, blobs = by_table["checkpoints"], by_table["checkpoint_blobs"]
-        checkpoint_rows: list[Any] = []
-        blob_rows: list[Any] = []
-        head_rows: list[Any] = []
-        if checkpoints["exists"]:
-            query = schema_query(CHECKPOINT_SAMPLE, schema)
-            checkpoint_rows = await _fetch(conn, query, sample_params(estimated_rows(checkpoints)))
-            if checkpoints["server_version_num"] >= TID_RANGE_SCAN_VERSION:
-                head_rows = await _fetch(conn, schema_query(OLDEST_HEAD, schema), head_params())
-        if blobs["exists"]:
-            query = schema_query(BLOB_SAMPLE, schema)
-            blob_rows = await _fetch(conn, query, sample_params(estimated_rows(blobs)))
-        return build_sample(self._clock(), checkpoint_rows, blob_rows, head_rows)
+        return await draw_sample(
+            conn,
+            schema,
+            self._clock(),
+            checkpoints=estimated_rows(checkpoints) if checkpoints["exists"] else None,
+            blobs=estimated_rows(blobs) if blobs["exists"] else None,
+            head=checkpoints["server_version_num"] >= TID_RANGE_SCAN_VERSION,
+        )
