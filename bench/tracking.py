@@ -10,7 +10,7 @@ noise of a shared machine lands on both sides alike:
    call timed around the ``await``, so the tracker's notification is inside it.
    p50, p95 and p99 per side, and the per-round ratio of p95s.
 2. Whole-workflow throughput: the workload graph (no think time), as in
-   ``bench/overhead.py``.
+   ``bench/overhead_throughput.py``.
 
 Ratios come with a distribution-free ~95 % interval for the median of the
 per-pair ratios. The exit status is 0 whatever the verdict: a measurement, not a test.
@@ -45,7 +45,8 @@ from benchlib import (
 )
 from langgraph.checkpoint.base.id import uuid6
 from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
-from overhead import Inputs, Round, realistic_inputs, run_round
+from overhead_calls import Inputs, realistic_inputs
+from overhead_throughput import Round, run_round
 from prometheus_client import CollectorRegistry
 
 from exporter.checkpointer.instrumented import InstrumentedSaver, wrap_saver
