@@ -7,14 +7,10 @@ from collections.abc import AsyncIterator
 from time import monotonic
 from typing import Any
 
-import aiohttp
 import psycopg
 import pytest
-from prometheus_client import CollectorRegistry
-from prometheus_client.parser import text_string_to_metric_families
 from psycopg import AsyncConnection
 
-from exporter import Sidecar
 from exporter.collectors.activity import (
     APPLICATIONS,
     PREFIX,
@@ -26,6 +22,7 @@ from exporter.collectors.base import ScrapeContext
 from exporter.database import EXPORTER_APPLICATION_NAME
 from exporter.settings import Settings
 from tests.samples import Samples, samples_of, scrape_context
+from tests.serving import scrape_once
 
 SUMMARY: dict[str, Any] = {
     "states": [],
@@ -214,25 +211,12 @@ async def test_sessions_waiting_for_a_lock(
 
 async def test_activity_over_http(dsn: str, settings: Settings) -> None:
     """Through a real sidecar, /metrics carries the activity series and the collector succeeds."""
-    async with (
-        await AsyncConnection.connect(
-            dsn, application_name=settings.application_name, autocommit=True
-        ) as idle,
-        Sidecar(
-            settings, registry=CollectorRegistry(), collectors=(ActivityCollector(),)
-        ) as sidecar,
-        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http,
-        http.get(sidecar.url + "/metrics") as response,
-    ):
-        assert response.status == 200
-        text = await response.text()
+    async with await AsyncConnection.connect(
+        dsn, application_name=settings.application_name, autocommit=True
+    ) as idle:
+        samples = await scrape_once(settings, ActivityCollector())
         cursor = await idle.execute("SHOW max_connections")
         max_connections = await cursor.fetchone()
-    samples = {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }
     success = ("langgraph_checkpointer_scrape_collector_success", (("collector", "activity"),))
     assert samples[success] == 1
     assert connections(samples, "idle", "checkpointer") == 1

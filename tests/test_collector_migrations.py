@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import aiohttp
 import psycopg
 import pytest
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
 from prometheus_client import CollectorRegistry
 
-from exporter import Sidecar
 from exporter.checkpointer.instrumented import instrument
 from exporter.collectors.base import ScrapeContext
 from exporter.collectors.migrations import (
@@ -22,7 +20,8 @@ from exporter.collectors.migrations import (
 from exporter.database import exporter_pool
 from exporter.factory import prepare_schema
 from exporter.settings import Settings
-from tests.samples import Samples, parse_metrics, samples_of, value
+from tests.samples import Samples, samples_of, value
+from tests.serving import scrape_once
 
 DATABASE_VERSION = "langgraph_checkpointer_migrations_database_version"
 LIBRARY = "langgraph_checkpointer_migrations_library_version"
@@ -219,14 +218,7 @@ async def test_one_collector_follows_the_schema_across_scrapes(
 
 async def test_the_sidecar_serves_the_migration_figures(migrated: Settings) -> None:
     """Over HTTP, /metrics carries the versions and the collector's success."""
-    collectors = (MigrationsCollector(),)
-    async with (
-        Sidecar(migrated, registry=CollectorRegistry(), collectors=collectors) as sidecar,
-        aiohttp.ClientSession() as http,
-        http.get(sidecar.url + "/metrics") as response,
-    ):
-        assert response.status == 200
-        samples = parse_metrics(await response.text())
+    samples = await scrape_once(migrated, MigrationsCollector())
     assert value(samples, DATABASE_VERSION) == LIBRARY_VERSION
     assert value(samples, BEHIND) == 0
     assert value(samples, TABLE_EXISTS, table="checkpoint_writes") == 1

@@ -9,7 +9,6 @@ from __future__ import annotations
 import re
 from typing import Any
 
-import aiohttp
 import psycopg
 import pytest
 from langchain_core.runnables import RunnableConfig
@@ -17,7 +16,7 @@ from langgraph.checkpoint.postgres import base
 from prometheus_client import CollectorRegistry
 from structlog.testing import capture_logs
 
-from exporter import Sidecar, build_checkpointer
+from exporter import build_checkpointer
 from exporter.collectors.base import ScrapeContext
 from exporter.collectors.statements import (
     KINDS,
@@ -32,7 +31,8 @@ from exporter.settings import Settings
 from tests import debian_postgres as debian_postgres_module
 from tests.debian_postgres import require_bindir
 from tests.graphs import config, review_graph
-from tests.samples import Clock, Samples, parse_metrics, samples_of, value
+from tests.samples import Clock, Samples, samples_of, value
+from tests.serving import scrape_once, serving
 
 AVAILABLE = "langgraph_checkpointer_statements_available"
 CALLS = "langgraph_checkpointer_statements_calls_total"
@@ -193,17 +193,9 @@ async def test_an_unreadable_view_is_unavailable(
 
 async def test_without_the_extension_the_scrape_still_succeeds(settings: Settings) -> None:
     """On a server without pg_stat_statements: available 0, success 1, logged once in 2 scrapes."""
-    collectors = (StatementsCollector(),)
-    scrapes: list[Samples] = []
     with capture_logs() as logs:
-        async with (
-            Sidecar(settings, registry=CollectorRegistry(), collectors=collectors) as sidecar,
-            aiohttp.ClientSession() as http,
-        ):
-            for _ in range(2):
-                async with http.get(sidecar.url + "/metrics") as response:
-                    assert response.status == 200
-                    scrapes.append(parse_metrics(await response.text()))
+        async with serving(settings, StatementsCollector()) as served:
+            scrapes = [await served.scrape() for _ in range(2)]
     for samples in scrapes:
         assert value(samples, AVAILABLE) == 0
         assert value(samples, SUCCESS, collector="statements") == 1
@@ -240,16 +232,9 @@ async def test_the_sidecar_serves_the_statement_figures(statements_settings: Set
     """Over HTTP, /metrics carries every kind's counters and the collector's success."""
     assert statements_settings.postgres_connection_string is not None
     await prepare_schema(statements_settings.postgres_connection_string, statements_settings)
-    collectors = (StatementsCollector(),)
     # No canary: its own saves and loads are checkpointer statements too.
     quiet = statements_settings.replace(canary_interval=0)
-    async with (
-        Sidecar(quiet, registry=CollectorRegistry(), collectors=collectors) as sc,
-        aiohttp.ClientSession() as http,
-        http.get(sc.url + "/metrics") as response,
-    ):
-        assert response.status == 200
-        samples = parse_metrics(await response.text())
+    samples = await scrape_once(quiet, StatementsCollector())
     assert value(samples, AVAILABLE) == 1
     for kind in set(KINDS) - {"migrate"}:
         assert value(samples, CALLS, kind=kind) == 0

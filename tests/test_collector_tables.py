@@ -8,14 +8,10 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-import aiohttp
 import pytest
-from prometheus_client import CollectorRegistry
-from prometheus_client.parser import text_string_to_metric_families
 from psycopg import AsyncConnection, sql
 from psycopg.rows import DictRow, dict_row
 
-from exporter import Sidecar
 from exporter.checkpoint_time import checkpoint_epoch, iso_epoch, uuid6_epoch
 from exporter.collectors.base import Memo, ScrapeContext
 from exporter.collectors.table_sample import (
@@ -45,6 +41,7 @@ from exporter.collectors.tables import (
 from exporter.factory import prepare_schema
 from exporter.settings import Settings
 from tests.samples import Clock, Samples, samples_of, scrape_context, value
+from tests.serving import scrape_once
 from tests.waiting import eventually
 
 CHECKPOINTS = 20_000
@@ -609,18 +606,7 @@ async def test_sidecar_serves_table_metrics(dsn: str, settings: Settings) -> Non
     """Over HTTP: the tables' series appear and the collector reports success."""
     await prepare_schema(dsn, settings)
     settings = settings.replace(canary_interval=0)  # the canary's checkpoint would be sampled
-    async with (
-        Sidecar(settings, registry=CollectorRegistry(), collectors=(TablesCollector(),)) as sidecar,
-        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http,
-        http.get(sidecar.url + "/metrics") as response,
-    ):
-        assert response.status == 200
-        text = await response.text()
-    samples = {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }
+    samples = await scrape_once(settings, TablesCollector())
     assert value(samples, "langgraph_checkpointer_tables_exists", table="checkpoints") == 1
     assert value(samples, "langgraph_checkpointer_tables_size_bytes", table="checkpoints") > 0
     assert value(samples, "langgraph_checkpointer_tables_sample_rows", table="checkpoints") == 0

@@ -6,16 +6,14 @@ import asyncio
 from collections.abc import Sequence
 from typing import Any
 
-import aiohttp
 import psycopg
 import pytest
 from langgraph.types import Command
-from prometheus_client import CollectorRegistry
 from psycopg import sql
 from psycopg.rows import dict_row
 from structlog.testing import capture_logs
 
-from exporter import Sidecar, build_checkpointer
+from exporter import build_checkpointer
 from exporter.collectors.base import ScrapeContext
 from exporter.collectors.workflows import (
     NO_WORKFLOW_METADATA,
@@ -41,7 +39,8 @@ from exporter.workflows.schema import (
     migration,
 )
 from tests.graphs import config, review_graph
-from tests.samples import Samples, parse_metrics, samples_of, scrape_context, value
+from tests.samples import Samples, samples_of, scrape_context, value
+from tests.serving import scrape_once
 from tests.test_collector_tables import explained
 
 STUCK_AFTER = 60.0
@@ -256,14 +255,7 @@ def test_an_unknown_stored_status_is_kept_and_the_canary_taken_off_its_own() -> 
 async def test_the_sidecar_serves_workflow_figures_over_http(tracked: Settings, dsn: str) -> None:
     """A real sidecar with only this collector serves the inserted statuses, and it succeeds."""
     insert(dsn, tracked, [("a", RUNNING, 5, 2 * STUCK_AFTER, 1), ("b", FAILED, 5, 1, 1)])
-    collectors = (WorkflowsCollector(),)
-    async with (
-        Sidecar(tracked, registry=CollectorRegistry(), collectors=collectors) as sidecar,
-        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http,
-        http.get(sidecar.url + tracked.telemetry_path) as response,
-    ):
-        assert response.status == 200
-        samples = parse_metrics(await response.text())
+    samples = await scrape_once(tracked, WorkflowsCollector())
     assert value(samples, "langgraph_checkpointer_scrape_collector_success", collector="workflows")
     assert statuses(samples) == {RUNNING: 1, INTERRUPTED: 0, COMPLETED: 0, FAILED: 1, CANCELLED: 0}
     assert value(samples, PREFIX + "stuck_threads") == 1

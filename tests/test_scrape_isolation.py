@@ -28,6 +28,7 @@ from exporter.scrape import (
 from exporter.settings import Settings
 from tests.ports import refused_port
 from tests.samples import Samples, parse_metrics, value
+from tests.serving import serving
 from tests.test_sidecar import HangingCollector, RaisingCollector
 
 COLLECTORS = ("activity", "migrations", "pool", "statements", "tables")
@@ -161,14 +162,9 @@ async def test_the_failures_counter_says_which_limit_fired(settings: Settings) -
         "unreachable": CONNECTION,
         "raising": ERROR,
     }
-    async with (
-        Sidecar(settings, registry=CollectorRegistry(), collectors=collectors) as sidecar,
-        aiohttp.ClientSession() as http,
-    ):
+    async with serving(settings, *collectors) as served:
         for scrapes in (1, 2):
-            async with http.get(sidecar.url + "/metrics") as response:
-                assert response.status == 200
-                samples = parse_metrics(await response.text())
+            samples = await served.scrape()
             for name, reason in expected.items():
                 counts = dict.fromkeys(REASONS, 0.0)
                 counts[reason] = float(scrapes)
