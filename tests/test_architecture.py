@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -62,3 +63,16 @@ def test_an_import_pointing_up_breaks_the_contract(
     assert "1 broken" in result.stdout
     importer = "exporter." + module.removesuffix(".py").replace("/", ".")
     assert f"{importer} -> {upward}" in result.stdout
+
+
+def test_every_path_the_map_names_exists() -> None:
+    """ARCHITECTURE.md and the README's Development section name only files that exist."""
+    named = set()
+    for document in ("ARCHITECTURE.md", "README.md"):
+        text = (ROOT / document).read_text()
+        named |= set(
+            re.findall(r"`((?:exporter|tests|alerts|bench)/[\w./-]+\.(?:py|yml|md|json))`", text)
+        )
+    assert named, "no paths found: the pattern no longer matches the documents"
+    missing = sorted(path for path in named if "<" not in path and not (ROOT / path).exists())
+    assert missing == []
