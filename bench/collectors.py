@@ -1,7 +1,8 @@
 """Collector cost against table size: every database collector at two sizes, in one run.
 
 On the embedded PostgreSQL, two schemas get LangGraph's real tables
-(``prepare_schema``), filled in bulk with checkpoint-shaped rows: by default
+(``prepare_schema``), filled in bulk with checkpoint-shaped rows
+(``bench/checkpoint_rows.py``): by default
 10 thousand checkpoints in ``bench_small`` and 1 million in ``bench_large``,
 8 checkpoints per thread, one blob of 2 to 4 KB (incompressible, so stored
 in TOAST) for every second checkpoint, 2 % of blobs NULL as LangGraph stores
@@ -39,6 +40,7 @@ from pathlib import Path
 from time import perf_counter
 from typing import Any, Final
 
+import checkpoint_rows
 from benchlib import (
     ROOT,
     add_data_dir,
@@ -51,6 +53,7 @@ from benchlib import (
     span,
     verdict_line,
 )
+from checkpoint_rows import Shape
 from prometheus_client.metrics_core import Metric
 from psycopg import AsyncConnection, sql
 from psycopg.rows import DictRow, dict_row
@@ -73,98 +76,18 @@ SCHEMAS: Final = {"small": "bench_small", "large": "bench_large"}
 DEFAULT_CHECKPOINTS: Final = {"small": 10_000, "large": 1_000_000}
 CHECKPOINTS_PER_THREAD: Final = 8
 CHECKPOINTS_PER_BLOB: Final = 2
-NULL_BLOB_EVERY: Final = 50  # one blob in 50 is NULL (type "empty")
-WRITES_PER_CHECKPOINT: Final = 1
-# Distinct blob values, copied row by row: each is random bytes, so pglz cannot shrink it.
-BLOB_POOL: Final = 1024
 AGE_DAYS: Final = 30  # the oldest checkpoint is this old, the newest a moment old
 WARMUP: Final = 5  # untimed collects per probe before the first timing
 # Below six pairs no two order statistics bracket the median with 95 % confidence.
 MIN_PAIRS: Final = 6
 # Marks a schema this script filled, with its sizes, so that --reuse can trust it.
 FILL_VERSION: Final = 1
-UUID_EPOCH_TICKS: Final = 0x01B21DD213814000  # 100 ns ticks from 1582-10-15 to 1970-01-01
 
 STATEMENTS_NOTE: Final = (
     "the embedded PostgreSQL has no pg_stat_statements: statements reads pg_extension, finds "
     "nothing and exports only `available 0`, so its row is a floor, not the cost with the "
     "extension"
 )
-
-# LangGraph-shaped checkpoints, in time order (the heap's head holds the oldest). The id is
-# the UUIDv6 of the checkpoint's moment, as LangGraph's uuid6(); the parent is the thread's
-# previous checkpoint.
-FILL_CHECKPOINTS: Final = """
-INSERT INTO {schema}.checkpoints
-    (thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id, type, checkpoint, metadata)
-SELECT md5('thread-' || i %% %(threads)s)::uuid::text, '', id, parent_id, NULL,
-       jsonb_build_object(
-           'v', 4,
-           'ts', to_char(to_timestamp(%(base_epoch)s + i * %(step_seconds)s) AT TIME ZONE 'UTC',
-                         'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"'),
-           'id', id,
-           'channel_values', jsonb_build_object(
-               'step', i / %(threads)s, 'summary', repeat('lorem ipsum ', 20 + i %% 40)),
-           'channel_versions', jsonb_build_object(
-               '__start__', lpad(i::text, 32, '0') || '.0.243',
-               'messages', lpad((i + 1)::text, 32, '0') || '.0.512',
-               'branch:to:agent', lpad((i + 2)::text, 32, '0') || '.0.77'),
-           'versions_seen', jsonb_build_object(
-               '__input__', '{{}}'::jsonb,
-               'agent', jsonb_build_object('messages', lpad(i::text, 32, '0') || '.0.512')),
-           'updated_channels', jsonb_build_array('messages'),
-           'pending_sends', '[]'::jsonb),
-       jsonb_build_object('source', 'loop', 'step', i / %(threads)s, 'parents', '{{}}'::jsonb,
-                          'run_id', md5(i::text))
-FROM generate_series(0, %(rows)s - 1) AS i,
-LATERAL (
-    SELECT lpad(to_hex(%(base_ticks)s::bigint + i * %(step_ticks)s::bigint), 15, '0') AS t,
-           lpad(to_hex(%(base_ticks)s::bigint + (i - %(threads)s) * %(step_ticks)s::bigint),
-                15, '0') AS pt
-) AS ticks,
-LATERAL (
-    SELECT substr(t, 1, 8) || '-' || substr(t, 9, 4) || '-6' || substr(t, 13, 3) || '-8'
-           || lpad(to_hex(i %% 4096), 3, '0') || '-' || lpad(to_hex(i), 12, '0') AS id,
-           CASE WHEN i >= %(threads)s THEN
-               substr(pt, 1, 8) || '-' || substr(pt, 9, 4) || '-6' || substr(pt, 13, 3) || '-8'
-               || lpad(to_hex((i - %(threads)s) %% 4096), 3, '0') || '-'
-               || lpad(to_hex(i - %(threads)s), 12, '0')
-           END AS parent_id
-) AS ids
-ORDER BY i
-"""
-
-# Random, incompressible values of 2048 to 3952 bytes (16-byte md5 digests concatenated).
-CREATE_BLOB_POOL: Final = (
-    "CREATE TEMPORARY TABLE bench_blob_pool (k int PRIMARY KEY, blob bytea NOT NULL)"
-)
-FILL_BLOB_POOL: Final = """
-INSERT INTO bench_blob_pool
-SELECT k, (SELECT decode(string_agg(md5(random()::text || k || '-' || n), ''), 'hex')
-           FROM generate_series(1, 128 + k %% 120) AS n)
-FROM generate_series(0, %(pool)s - 1) AS k
-"""
-
-# Blob j belongs to checkpoint j * CHECKPOINTS_PER_BLOB, hence to its thread.
-FILL_BLOBS: Final = """
-INSERT INTO {schema}.checkpoint_blobs (thread_id, checkpoint_ns, channel, version, type, blob)
-SELECT md5('thread-' || (j * %(per_blob)s) %% %(threads)s)::uuid::text, '', 'messages',
-       lpad(j::text, 32, '0') || '.0.' || (j %% 997),
-       CASE WHEN j %% %(null_every)s = %(null_every)s - 1 THEN 'empty' ELSE 'msgpack' END,
-       CASE WHEN j %% %(null_every)s <> %(null_every)s - 1 THEN
-           (SELECT blob FROM bench_blob_pool WHERE k = j %% %(pool)s)
-       END
-FROM generate_series(0, %(rows)s - 1) AS j
-ORDER BY j
-"""
-
-FILL_WRITES: Final = """
-INSERT INTO {schema}.checkpoint_writes
-    (thread_id, checkpoint_ns, checkpoint_id, task_id, idx, channel, type, blob, task_path)
-SELECT thread_id, checkpoint_ns, checkpoint_id, md5(checkpoint_id), w, 'messages', 'msgpack',
-       convert_to(repeat('w', 100 + length(checkpoint_id) * w), 'UTF8'), ''
-FROM {schema}.checkpoints, generate_series(0, %(per_checkpoint)s - 1) AS w
-"""
 
 FILL_MARK: Final = "SELECT obj_description(%s::regnamespace, 'pg_namespace') AS mark"
 
@@ -174,34 +97,21 @@ FILL_MARK: Final = "SELECT obj_description(%s::regnamespace, 'pg_namespace') AS 
 # --------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Shape:
-    """How many rows of each kind a schema holds."""
+def bench_shape(checkpoints: int) -> Shape:
+    """The shape of a schema of ``checkpoints``: 8 per thread, a blob for every second one."""
+    return Shape(
+        checkpoints,
+        threads=max(1, checkpoints // CHECKPOINTS_PER_THREAD),
+        blobs=checkpoints // CHECKPOINTS_PER_BLOB,
+    )
 
-    checkpoints: int
 
-    @property
-    def threads(self) -> int:
-        return max(1, self.checkpoints // CHECKPOINTS_PER_THREAD)
-
-    @property
-    def blobs(self) -> int:
-        return self.checkpoints // CHECKPOINTS_PER_BLOB
-
-    @property
-    def null_blobs(self) -> int:
-        return self.blobs // NULL_BLOB_EVERY
-
-    @property
-    def writes(self) -> int:
-        return self.checkpoints * WRITES_PER_CHECKPOINT
-
-    @property
-    def mark(self) -> str:
-        return (
-            f"bench/collectors.py fill v{FILL_VERSION}: {self.checkpoints} checkpoints, "
-            f"{self.threads} threads, {self.blobs} blobs, {self.writes} writes"
-        )
+def mark(shape: Shape) -> str:
+    """What a finished fill of ``shape`` writes on its schema."""
+    return (
+        f"bench/collectors.py fill v{FILL_VERSION}: {shape.checkpoints} checkpoints, "
+        f"{shape.threads} threads, {shape.blobs} blobs, {shape.writes} writes"
+    )
 
 
 async def connect(url: str) -> AsyncConnection[DictRow]:
@@ -216,70 +126,27 @@ async def filled_already(url: str, schema: str, shape: Shape) -> bool:
             return False
         cursor = await conn.execute(FILL_MARK, (schema,))
         row = await cursor.fetchone()
-    return row is not None and row["mark"] == shape.mark
+    return row is not None and row["mark"] == mark(shape)
 
 
 async def fill(url: str, schema: str, shape: Shape, progress: bool) -> dict[str, float]:
-    """Drop ``schema``, create LangGraph's tables in it, fill them in bulk; seconds per step.
-
-    Ordinary logged tables, as in production (unlogged ones would skip the WAL but
-    also change what the sizes mean); only commits are asynchronous. VACUUM (not
-    only ANALYZE) builds the visibility and free-space maps now, so that no
-    autovacuum rewrites them while the collectors are timed.
-    """
+    """Drop ``schema``, create LangGraph's tables in it, fill them in bulk; seconds per step."""
     timings: dict[str, float] = {}
 
-    def step(name: str, started: float) -> None:
-        timings[name] = perf_counter() - started
+    def step(name: str, seconds: float) -> None:
+        timings[name] = seconds
         if progress:
-            print(f"  {schema}: {name} {timings[name]:.1f} s", file=sys.stderr)
+            print(f"  {schema}: {name} {seconds:.1f} s", file=sys.stderr)
 
     ident = sql.Identifier(schema)
     async with await connect(url) as conn:
         await conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(ident))
     await prepare_schema(url, Settings(postgres_connection_string=url, postgres_schema=schema))
-    now = time.time()
-    base = now - AGE_DAYS * 86_400
-    step_seconds = AGE_DAYS * 86_400 / shape.checkpoints
-    params: dict[str, Any] = {
-        "rows": shape.checkpoints,
-        "threads": shape.threads,
-        "base_epoch": base,
-        "step_seconds": step_seconds,
-        "base_ticks": int(base * 10_000_000) + UUID_EPOCH_TICKS,
-        "step_ticks": max(1, int(step_seconds * 10_000_000)),
-    }
+    span = AGE_DAYS * 86_400
     async with await connect(url) as conn:
-        await conn.execute("SET synchronous_commit = off")
-        await conn.execute("SET maintenance_work_mem = '256MB'")
-        started = perf_counter()
-        await conn.execute(sql.SQL(FILL_CHECKPOINTS).format(schema=ident), params)
-        step(f"{shape.checkpoints} checkpoints", started)
-        started = perf_counter()
-        await conn.execute(CREATE_BLOB_POOL)
-        await conn.execute(FILL_BLOB_POOL, {"pool": BLOB_POOL})
+        await checkpoint_rows.fill(conn, schema, shape, time.time() - span, span, step)
         await conn.execute(
-            sql.SQL(FILL_BLOBS).format(schema=ident),
-            {
-                "rows": shape.blobs,
-                "threads": shape.threads,
-                "per_blob": CHECKPOINTS_PER_BLOB,
-                "null_every": NULL_BLOB_EVERY,
-                "pool": BLOB_POOL,
-            },
-        )
-        step(f"{shape.blobs} blobs", started)
-        started = perf_counter()
-        await conn.execute(
-            sql.SQL(FILL_WRITES).format(schema=ident), {"per_checkpoint": WRITES_PER_CHECKPOINT}
-        )
-        step(f"{shape.writes} writes", started)
-        started = perf_counter()
-        for table in tables_module.TABLES:
-            await conn.execute(sql.SQL("VACUUM (ANALYZE) {}").format(sql.Identifier(schema, table)))
-        step("VACUUM (ANALYZE)", started)
-        await conn.execute(
-            sql.SQL("COMMENT ON SCHEMA {} IS {}").format(ident, sql.Literal(shape.mark))
+            sql.SQL("COMMENT ON SCHEMA {} IS {}").format(ident, sql.Literal(mark(shape)))
         )
     return timings
 
@@ -529,7 +396,7 @@ async def run(
             reused[size] = reuse and await filled_already(url, schema, shape)
             if reused[size]:
                 if progress:
-                    print(f"  {schema}: reusing the earlier fill ({shape.mark})", file=sys.stderr)
+                    print(f"  {schema}: reusing the earlier fill ({mark(shape)})", file=sys.stderr)
                 continue
             if progress:
                 print(f"filling {schema} ...", file=sys.stderr)
@@ -706,7 +573,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     configure_logging("warning", stream=sys.stderr)
     env = environment(code_under_test("exporter/collectors/", COLLECTORS.glob("*.py")))
-    shapes = {"small": Shape(args.small), "large": Shape(args.large)}
+    shapes = {"small": bench_shape(args.small), "large": bench_shape(args.large)}
     with tempfile.TemporaryDirectory(prefix="bench-collectors-") as scratch:
         data_dir = args.data_dir or Path(scratch) / "pgdata"
         result = asyncio.run(run(data_dir, shapes, args.repetitions, args.reuse, not args.json))

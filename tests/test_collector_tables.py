@@ -8,7 +8,9 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import checkpoint_rows
 import pytest
+from checkpoint_rows import BLOB_MAX_BYTES, BLOB_MIN_BYTES, Shape
 from psycopg import AsyncConnection, sql
 from psycopg.rows import DictRow, dict_row
 
@@ -44,68 +46,9 @@ from tests.samples import Clock, Samples, samples_of, scrape_context, value
 from tests.serving import scrape_once
 from tests.waiting import eventually
 
-CHECKPOINTS = 20_000
-THREAD_COUNT = 400
-BLOBS = 5_000
-NULL_BLOBS = 100
-WRITES = 2_000
-# Blob values are 16-byte md5 digests concatenated: 2048 to 3952 bytes, incompressible.
-BLOB_MIN, BLOB_MAX = 128 * 16, 247 * 16
+# 50 checkpoints per thread, about one blob for every four checkpoints, one write for each.
+SHAPE = Shape(checkpoints=20_000, threads=400, blobs=5_100)
 AGE_DAYS = 30
-
-# LangGraph-shaped rows; checkpoint i was taken `i` seconds after `base`, and its id is the
-# UUIDv6 of that moment (60-bit count of 100 ns since 1582-10-15), as LangGraph's uuid6().
-FILL_CHECKPOINTS = """
-INSERT INTO {schema}.checkpoints
-    (thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id, type, checkpoint, metadata)
-SELECT 'thread-' || i %% %(threads)s, '', id, NULL, NULL,
-       jsonb_build_object(
-           'v', 4,
-           'ts', to_char(moment AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"'),
-           'id', id,
-           'channel_values', jsonb_build_object(
-               'step', i, 'summary', repeat('lorem ipsum ', 20 + i %% 40)),
-           'channel_versions', jsonb_build_object(
-               '__start__', lpad(i::text, 32, '0') || '.0.243',
-               'messages', lpad((i + 1)::text, 32, '0') || '.0.512',
-               'branch:to:agent', lpad((i + 2)::text, 32, '0') || '.0.77'),
-           'versions_seen', jsonb_build_object(
-               '__input__', '{{}}'::jsonb,
-               'agent', jsonb_build_object('messages', lpad(i::text, 32, '0') || '.0.512')),
-           'updated_channels', jsonb_build_array('messages'),
-           'pending_sends', '[]'::jsonb),
-       jsonb_build_object('source', 'loop', 'step', i, 'parents', '{{}}'::jsonb,
-                          'run_id', md5(i::text))
-FROM (
-    SELECT i, moment,
-           lpad(to_hex((extract(epoch FROM moment) * 10000000)::bigint
-                       + 122192928000000000), 15, '0') AS ticks
-    FROM generate_series(0, %(rows)s - 1) AS i,
-         LATERAL (SELECT to_timestamp(%(base)s) + i * interval '1 second' AS moment) AS m
-) AS s,
-LATERAL (SELECT substr(ticks, 1, 8) || '-' || substr(ticks, 9, 4) || '-6' || substr(ticks, 13, 3)
-                || '-8' || lpad(to_hex(i %% 4096), 3, '0') || '-' || lpad(to_hex(i), 12, '0')
-         AS id) AS u
-ORDER BY i
-"""
-
-FILL_BLOBS = """
-INSERT INTO {schema}.checkpoint_blobs (thread_id, checkpoint_ns, channel, version, type, blob)
-SELECT 'thread-' || i %% %(threads)s, '', 'messages', lpad(i::text, 32, '0') || '.0.512',
-       CASE WHEN i < %(rows)s THEN 'msgpack' ELSE 'empty' END,
-       CASE WHEN i < %(rows)s THEN (
-           SELECT decode(string_agg(md5(i || '-' || j), ''), 'hex')
-           FROM generate_series(1, 128 + i %% 120) AS j) END
-FROM generate_series(0, %(rows)s + %(nulls)s - 1) AS i
-"""
-
-FILL_WRITES = """
-INSERT INTO {schema}.checkpoint_writes
-    (thread_id, checkpoint_ns, checkpoint_id, task_id, idx, channel, type, blob)
-SELECT 'thread-' || i %% %(threads)s, '', 'checkpoint-' || i, md5(i::text), 0, 'messages',
-       'msgpack', convert_to(repeat('w', 100), 'UTF8')
-FROM generate_series(0, %(rows)s - 1) AS i
-"""
 
 
 def names(samples: Samples) -> set[str]:
@@ -128,24 +71,14 @@ async def connect(dsn: str) -> AsyncIterator[AsyncConnection[DictRow]]:
 
 
 async def fill(dsn: str, settings: Settings, base: float) -> None:
-    """LangGraph's real tables, filled in bulk, then vacuumed and analyzed.
+    """LangGraph's real tables, filled in bulk from ``base`` to now, then vacuumed and analyzed.
 
     VACUUM (not only ANALYZE) builds the visibility and free-space maps now, so a
     later autovacuum cannot change the sizes between the scrape and the test's reads.
     """
     await prepare_schema(dsn, settings)
-    schema = sql.Identifier(settings.postgres_schema)
-    params = {"threads": THREAD_COUNT, "base": base}
     async with connect(dsn) as conn:
-        for template, rows in ((FILL_CHECKPOINTS, CHECKPOINTS), (FILL_WRITES, WRITES)):
-            query = sql.SQL(template).format(schema=schema)
-            await conn.execute(query, {**params, "rows": rows})
-        query = sql.SQL(FILL_BLOBS).format(schema=schema)
-        await conn.execute(query, {**params, "rows": BLOBS, "nulls": NULL_BLOBS})
-        for table in TABLES:
-            await conn.execute(
-                sql.SQL("VACUUM (ANALYZE) {}.{}").format(schema, sql.Identifier(table))
-            )
+        await checkpoint_rows.fill(conn, settings.postgres_schema, SHAPE, base, time.time() - base)
 
 
 @pytest.fixture
@@ -355,9 +288,9 @@ async def test_figures_match_the_rows_inserted(dsn: str, filled_settings: Settin
     assert migrations is not None
 
     inserted = {
-        "checkpoints": CHECKPOINTS,
-        "checkpoint_blobs": BLOBS + NULL_BLOBS,
-        "checkpoint_writes": WRITES,
+        "checkpoints": SHAPE.checkpoints,
+        "checkpoint_blobs": SHAPE.blobs,
+        "checkpoint_writes": SHAPE.writes,
         "checkpoint_migrations": migrations["n"],
     }
     for table in TABLES:
@@ -382,10 +315,11 @@ async def test_figures_match_the_rows_inserted(dsn: str, filled_settings: Settin
         table="checkpoint_blobs",
         part="toast",
     )
-    assert toast > BLOBS * BLOB_MIN * 0.9  # the blobs live out of line
+    stored = SHAPE.blobs - SHAPE.null_blobs
+    assert toast > stored * BLOB_MIN_BYTES * 0.9  # the blobs live out of line
 
     threads = value(samples, "langgraph_checkpointer_tables_estimated_threads")
-    assert threads == pytest.approx(THREAD_COUNT, rel=0.1)
+    assert threads == pytest.approx(SHAPE.threads, rel=0.1)
 
     # Checkpoint 0, written at `base`, lies on the heap's first page: found exactly. The age
     # is taken at the scrape, so it trails `now - base` by the few seconds since the scrape.
@@ -410,7 +344,7 @@ async def test_figures_match_the_rows_inserted(dsn: str, filled_settings: Settin
     assert 0 < blobs <= SAMPLE_ROWS
     name = "langgraph_checkpointer_tables_blob_size_bytes"
     assert value(samples, name + "_count") == blobs
-    assert BLOB_MIN * blobs <= value(samples, name + "_sum") <= BLOB_MAX * blobs
+    assert BLOB_MIN_BYTES * blobs <= value(samples, name + "_sum") <= BLOB_MAX_BYTES * blobs
     counts = buckets(samples, name)
     assert counts[1024.0] == 0
     assert counts[4096.0] == blobs
@@ -422,13 +356,12 @@ async def test_sample_is_cached_within_the_interval(dsn: str, filled_settings: S
     await prepare_schema(dsn, filled_settings)
     clock = Clock()
     collector = TablesCollector(clock=clock)
-    schema = sql.Identifier(filled_settings.postgres_schema)
+    schema = filled_settings.postgres_schema
     async with scrape_context(dsn, filled_settings) as ctx:
         first = samples_of(await collector.collect(ctx))
         drawn = collector.sample
         async with connect(dsn) as conn:
-            query = sql.SQL(FILL_BLOBS).format(schema=schema)
-            await conn.execute(query, {"threads": 10, "rows": 50, "nulls": 0})
+            await checkpoint_rows.fill_blobs(conn, schema, rows=50, threads=10, null_every=0)
         clock.now += 59.0
         second = samples_of(await collector.collect(ctx))
         assert collector.sample is drawn
@@ -455,13 +388,13 @@ async def test_queries_never_scan_the_checkpoint_tables_whole(
     """No sequential scan of a checkpoint table; samples and the head read a bounded share."""
     await fill(dsn, filled_settings, time.time() - 3600)
     schema = filled_settings.postgres_schema
-    checkpoints_params = sample_params(CHECKPOINTS)
+    checkpoints_params = sample_params(SHAPE.checkpoints)
     queries: list[tuple[bytes, dict[str, Any] | None, str | None]] = [
         (catalog_query(schema), None, None),
         (schema_query(CHECKPOINT_SAMPLE, schema).as_bytes(), checkpoints_params, "Sample Scan"),
         (
             schema_query(BLOB_SAMPLE, schema).as_bytes(),
-            sample_params(BLOBS + NULL_BLOBS),
+            sample_params(SHAPE.blobs),
             "Sample Scan",
         ),
         (schema_query(OLDEST_HEAD, schema).as_bytes(), head_params(), "Tid Range Scan"),
@@ -543,8 +476,10 @@ async def test_dead_rows_and_vacuum_follow_the_table(dsn: str, settings: Setting
     writes = sql.SQL("{}.checkpoint_writes").format(schema)
     labels = {"table": "checkpoint_writes"}
     async with connect(dsn) as conn, scrape_context(dsn, settings) as ctx:
-        query = sql.SQL(FILL_WRITES).format(schema=schema)
-        await conn.execute(query, {"threads": THREAD_COUNT, "rows": 50})
+        # A write for each of 50 checkpoints, at a fixed time: the same task ids every run.
+        name = settings.postgres_schema
+        await checkpoint_rows.fill_checkpoints(conn, name, 50, SHAPE.threads, 1.7e9, 50.0)
+        await checkpoint_rows.fill_writes(conn, name)
         await conn.execute(sql.SQL("DELETE FROM {} WHERE idx = 0 AND task_id < '4'").format(writes))
         cursor = await conn.execute(sql.SQL("SELECT count(*) AS n FROM {}").format(writes))
         row = await cursor.fetchone()
