@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import re
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -65,6 +64,7 @@ from benchlib import (
     span,
     wait_ready,
 )
+from responses import Breakdown
 from scrape_profile import ProfileReport, add_profile_options, profile_scrape, render_profile
 
 from exporter.embedded import embedded_database
@@ -75,17 +75,6 @@ from exporter.settings import DEFAULT_SCHEMA
 FLOOR: Final = "static floor"
 FLOOR_SCRIPT: Final = Path(__file__).resolve().with_name("floor.py")
 RATIO_TARGET: Final = 0.5  # our median scrape at most half of postgres_exporter's
-
-COLLECTOR_DURATION = re.compile(
-    r'^langgraph_checkpointer_scrape_collector_duration_seconds\{collector="([^"]+)"\} (\S+)$',
-    re.MULTILINE,
-)
-EXPORTER_POOL = re.compile(
-    r"^langgraph_checkpointer_pool_(requests_total|requests_queued_total|"
-    r'requests_wait_seconds_total)\{pool="exporter"\} (\S+)$',
-    re.MULTILINE,
-)
-PROCESS_CPU = re.compile(r"^process_cpu_seconds_total (\S+)$", re.MULTILINE)
 
 
 @dataclass(slots=True)
@@ -125,61 +114,6 @@ class Target:
             "wire_bytes": self.wire_bytes,
             "body_bytes": self.body_bytes,
             "series": self.series,
-        }
-
-
-@dataclass(slots=True)
-class Breakdown:
-    """What our own responses say about each scrape: collector durations, pool, CPU."""
-
-    collectors: dict[str, list[float]] = field(default_factory=dict)
-    first_pool: dict[str, float] = field(default_factory=dict)
-    last_pool: dict[str, float] = field(default_factory=dict)
-    first_cpu: float | None = None
-    last_cpu: float | None = None
-    scrapes: int = 0
-
-    def add(self, text: str) -> None:
-        for name, value in COLLECTOR_DURATION.findall(text):
-            self.collectors.setdefault(name, []).append(float(value))
-        pool = {name: float(value) for name, value in EXPORTER_POOL.findall(text)}
-        cpu = PROCESS_CPU.search(text)
-        if self.scrapes == 0:
-            self.first_pool = pool
-            self.first_cpu = float(cpu[1]) if cpu else None
-        self.last_pool = pool
-        self.last_cpu = float(cpu[1]) if cpu else None
-        self.scrapes += 1
-
-    def per_scrape(self, name: str) -> float:
-        intervals = self.scrapes - 1
-        if intervals <= 0 or name not in self.first_pool or name not in self.last_pool:
-            return 0.0
-        return (self.last_pool[name] - self.first_pool[name]) / intervals
-
-    @property
-    def cpu_ms(self) -> float:
-        """The sidecar process's CPU per scrape (process_cpu_seconds_total, 10 ms ticks)."""
-        if self.first_cpu is None or self.last_cpu is None or self.scrapes < 2:
-            return 0.0
-        return (self.last_cpu - self.first_cpu) * 1000 / (self.scrapes - 1)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "collector_ms": {
-                name: {
-                    "median": median(values) * 1000,
-                    "p90": percentile(values, 90) * 1000,
-                    "p99": percentile(values, 99) * 1000,
-                }
-                for name, values in sorted(self.collectors.items())
-            },
-            "exporter_pool_per_scrape": {
-                "requests": self.per_scrape("requests_total"),
-                "queued": self.per_scrape("requests_queued_total"),
-                "wait_ms": self.per_scrape("requests_wait_seconds_total") * 1000,
-            },
-            "sidecar_cpu_ms_per_scrape": self.cpu_ms,
         }
 
 
@@ -339,25 +273,7 @@ def render_latency(report: LatencyReport, seeded: Counts | None) -> list[str]:
             f"per-round ratios {median(pairs):6.3f}, ~95 % interval "
             f"{span(median_interval(pairs), '.3f')}"
         )
-    b = report.breakdown.as_dict()
-    pool = b["exporter_pool_per_scrape"]
-    lines += [
-        "",
-        "   Where our time goes, from our own responses (langgraph_checkpointer_scrape_"
-        "collector_duration_seconds):",
-        "",
-        f"   {'collector':<14}{'median ms':>10}{'p90 ms':>9}{'p99 ms':>9}",
-    ]
-    for name, ms in b["collector_ms"].items():
-        lines.append(f"   {name:<14}{ms['median']:>10.2f}{ms['p90']:>9.2f}{ms['p99']:>9.2f}")
-    lines += [
-        "",
-        f"   exporter pool per scrape: {pool['requests']:.2f} connection requests, "
-        f"{pool['queued']:.2f} queued, {pool['wait_ms']:.2f} ms waiting in total",
-        f"   sidecar process CPU per scrape: {b['sidecar_cpu_ms_per_scrape']:.2f} ms "
-        "(process_cpu_seconds_total)",
-    ]
-    return lines
+    return [*lines, "", *report.breakdown.render()]
 
 
 def verdict_line(report: LatencyReport) -> str:
