@@ -7,6 +7,7 @@ import argparse
 import asyncio
 import gzip
 import hashlib
+import json
 import math
 import os
 import platform
@@ -16,8 +17,17 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import uuid
-from collections.abc import AsyncIterator, Coroutine, Iterable, Iterator, Mapping, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Callable,
+    Coroutine,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from contextlib import (
     AbstractContextManager,
     AsyncExitStack,
@@ -29,7 +39,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from time import monotonic, perf_counter
-from typing import Any, Final, TypeVar
+from typing import Any, Final, Protocol, TypeVar
 
 import aiohttp
 from prometheus_client import CollectorRegistry
@@ -43,6 +53,7 @@ from exporter.collectors.base import Collector, ScrapeContext
 from exporter.database import checkpointer_connect_kwargs, open_checkpointer_pool
 from exporter.embedded import embedded_database
 from exporter.factory import build_checkpointer, prepare_schema
+from exporter.log import configure_logging
 from exporter.scrape import Outcome, gather_outcomes, outcome_families
 from exporter.settings import DEFAULT_SCHEMA, SPECS, Settings
 from exporter.workload import compile_workflow, initial_state
@@ -218,6 +229,48 @@ def run_main(main: Coroutine[Any, Any, T], script: str) -> T | int:
     except (asyncio.CancelledError, KeyboardInterrupt):
         print(f"{script}: interrupted; every process it started is stopped", file=sys.stderr)
         return 130
+
+
+class Report(Protocol):
+    """What a benchmark returns: its figures as JSON-ready data."""
+
+    def as_dict(self) -> dict[str, Any]: ...
+
+
+R = TypeVar("R", bound=Report)
+
+
+def report_main(
+    script: str,
+    title: str,
+    run: Callable[[Path], Coroutine[Any, Any, tuple[str, R]]],
+    render: Callable[[R], list[str]],
+    *,
+    as_json: bool,
+) -> int:
+    """The end every report-printing benchmark shares: run in a scratch directory, then print.
+
+    ``run`` gets the scratch directory and returns PostgreSQL's version and the report;
+    the report prints as JSON, or as ``render``'s lines under a header naming the code.
+    """
+    configure_logging("warning", stream=sys.stderr)
+    env = environment(code_under_test("exporter/", (ROOT / "exporter").rglob("*.py")))
+    prefix = "bench-" + Path(script).stem.replace("_", "-") + "-"
+    with tempfile.TemporaryDirectory(prefix=prefix) as scratch:
+        result = run_main(run(Path(scratch)), script)
+    if isinstance(result, int):
+        return result
+    postgres, report = result
+    if as_json:
+        print(json.dumps({"environment": env, "postgres": postgres, **report.as_dict()}, indent=2))
+        return 0
+    header = [
+        f"{title}, {env['date']}, Python {env['python']}, {env['cpus']} CPUs",
+        f"{describe_code(env['code'])}; PostgreSQL {postgres} (embedded)",
+        "",
+    ]
+    print("\n".join([*header, *render(report)]))
+    return 0
 
 
 # --------------------------------------------------------------------------------------

@@ -18,12 +18,10 @@ from __future__ import annotations
 
 import argparse
 import cProfile
-import json
 import os
 import pstats
 import re
 import sys
-import tempfile
 import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -34,12 +32,9 @@ from typing import Any, Final
 from benchlib import (
     ROOT,
     add_sidecar_flags,
-    code_under_test,
-    describe_code,
-    environment,
     median,
+    report_main,
     run_collector,
-    run_main,
     seed,
     server_version,
     sidecar_settings,
@@ -54,7 +49,6 @@ from exporter.collectors.tables import TablesCollector
 from exporter.database import exporter_connect_kwargs
 from exporter.embedded import embedded_database
 from exporter.exposition import Renderer, exposition
-from exporter.log import configure_logging
 from exporter.settings import DEFAULT_SCHEMA, Settings
 from exporter.sidecar import Sidecar
 
@@ -345,23 +339,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     add_sidecar_flags(parser)
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = parser.parse_args(argv)
-    configure_logging("warning", stream=sys.stderr)
-    env = environment(code_under_test("exporter/", (ROOT / "exporter").rglob("*.py")))
-    with tempfile.TemporaryDirectory(prefix="bench-scrape-profile-") as scratch:
-        result = run_main(run(args, Path(scratch)), "bench/scrape_profile.py")
-    if isinstance(result, int):
-        return result
-    postgres, report = result
-    if args.json:
-        print(json.dumps({"environment": env, "postgres": postgres, **report.as_dict()}, indent=2))
-        return 0
-    header = [
-        f"One scrape taken apart, {env['date']}, Python {env['python']}, {env['cpus']} CPUs",
-        f"{describe_code(env['code'])}; PostgreSQL {postgres} (embedded)",
-        "",
-    ]
-    print("\n".join([*header, *render_profile(report)]))
-    return 0
+    return report_main(
+        "bench/scrape_profile.py",
+        "One scrape taken apart",
+        lambda scratch: run(args, scratch),
+        render_profile,
+        as_json=args.json,
+    )
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ import asyncio
 import json
 import subprocess
 import sys
-import tempfile
 from collections.abc import Sequence
 from contextlib import ExitStack, suppress
 from dataclasses import dataclass, field
@@ -30,21 +29,17 @@ from typing import Any, Final
 
 import aiohttp
 from benchlib import (
-    ROOT,
     BenchError,
     Counts,
     Response,
     add_sidecar_flags,
     child,
     child_environment,
-    code_under_test,
     count_checkpoints,
-    describe_code,
-    environment,
     fetch,
     http_client,
     median,
-    run_main,
+    report_main,
     seed,
     series_keys,
     server_version,
@@ -57,7 +52,6 @@ from psycopg import AsyncConnection
 
 from exporter.embedded import embedded_database
 from exporter.loadtest import percentile
-from exporter.log import configure_logging
 from exporter.settings import DEFAULT_SCHEMA
 
 RSS_TARGET_MB: Final = 80.0
@@ -386,23 +380,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    configure_logging("warning", stream=sys.stderr)
-    env = environment(code_under_test("exporter/", (ROOT / "exporter").rglob("*.py")))
-    with tempfile.TemporaryDirectory(prefix="bench-soak-") as scratch:
-        result = run_main(run(args, Path(scratch)), "bench/soak.py")
-    if isinstance(result, int):
-        return result
-    postgres, report = result
-    if args.json:
-        print(json.dumps({"environment": env, "postgres": postgres, **report.as_dict()}, indent=2))
-        return 0
-    header = [
-        f"Memory and series over a soak, {env['date']}, Python {env['python']}, {env['cpus']} CPUs",
-        f"{describe_code(env['code'])}; PostgreSQL {postgres} (embedded)",
-        "",
-    ]
-    print("\n".join([*header, *render_soak(report)]))
-    return 0
+    return report_main(
+        "bench/soak.py",
+        "Memory and series over a soak",
+        lambda scratch: run(args, scratch),
+        render_soak,
+        as_json=args.json,
+    )
 
 
 if __name__ == "__main__":
