@@ -42,7 +42,6 @@ from benchlib import (
 from prometheus_client import generate_latest
 from psycopg import AsyncConnection
 
-from exporter import sql as exporter_sql
 from exporter.collectors import activity, migrations, tables, workflows
 from exporter.collectors.base import Memo
 from exporter.collectors.tables import TablesCollector
@@ -51,6 +50,7 @@ from exporter.embedded import embedded_database
 from exporter.exposition import Renderer, exposition
 from exporter.settings import DEFAULT_SCHEMA, Settings
 from exporter.sidecar import Sidecar
+from exporter.sql import server as exporter_sql
 
 STEP_LEADER: Final = "leader check, also the ping (own session)"
 STEP_PING: Final = "ping (exporter pool)"

@@ -22,6 +22,7 @@ from exporter.deadline import within
 from exporter.embedded import embedded_database
 from exporter.redact import describe_error
 from exporter.settings import Settings
+from exporter.sql.server import SERVER_VERSION
 
 EXPORTER_APPLICATION_NAME = "checkpoint-exporter"
 
@@ -58,7 +59,7 @@ def checkpointer_connect_kwargs(conninfo: str, settings: Settings) -> dict[str, 
         "prepare_threshold": settings.prepare_threshold,
         "application_name": settings.application_name,
         "connect_timeout": max(1, math.ceil(settings.connect_timeout)),
-        "options": _options(conninfo, f"search_path={settings.postgres_schema}"),
+        "options": _options(conninfo, sql.search_path(settings.postgres_schema)),
     }
 
 
@@ -176,7 +177,7 @@ async def ping(pool: AsyncConnectionPool[Any], deadline: float) -> Ping:
 
 async def _server_version(pool: AsyncConnectionPool[Any], deadline: float) -> Any:
     async with pool.connection(timeout=deadline) as conn:
-        cursor = await conn.execute(sql.SERVER_VERSION)
+        cursor = await conn.execute(SERVER_VERSION)
         return await cursor.fetchone()
 
 

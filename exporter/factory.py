@@ -20,7 +20,6 @@ from psycopg import AsyncConnection
 from psycopg.rows import DictRow
 from psycopg_pool import PoolTimeout
 
-from exporter import sql
 from exporter.checkpointer.backend import MEMORY, POSTGRES, Backend
 from exporter.checkpointer.instrumented import InstrumentedSaver, Observer, wrap_saver
 from exporter.checkpointer.metrics import saver_metrics
@@ -32,6 +31,8 @@ from exporter.database import (
 from exporter.log import get_logger
 from exporter.redact import describe_error, redact
 from exporter.settings import Settings
+from exporter.sql.locks import RELEASE_SETUP_LOCK, SETUP_LOCK_KEY, TRY_SETUP_LOCK
+from exporter.sql.server import SCHEMA_EXISTS, create_schema
 from exporter.workflows import schema as workflow_schema
 from exporter.workflows.tracker import WorkflowTracker
 
@@ -48,7 +49,7 @@ class CheckpointerUnavailableError(RuntimeError):
 
 async def _acquire_setup_lock(conn: AsyncConnection[DictRow], schema: str) -> None:
     for attempt in itertools.count():
-        cursor = await conn.execute(sql.TRY_SETUP_LOCK, (sql.SETUP_LOCK_KEY, schema))
+        cursor = await conn.execute(TRY_SETUP_LOCK, (SETUP_LOCK_KEY, schema))
         row = await cursor.fetchone()
         if row and row["acquired"]:
             return
@@ -68,15 +69,15 @@ async def prepare_schema(conninfo: str, settings: Settings) -> None:
     async with await AsyncConnection.connect(conninfo, **kwargs) as conn:
         await _acquire_setup_lock(conn, schema)
         try:
-            cursor = await conn.execute(sql.SCHEMA_EXISTS, (schema,))
+            cursor = await conn.execute(SCHEMA_EXISTS, (schema,))
             row = await cursor.fetchone()
             if not (row and row["exists"]):
-                await conn.execute(sql.create_schema(schema))
+                await conn.execute(create_schema(schema))
             async with await AsyncConnection.connect(conninfo, **kwargs) as setup_conn:
                 await AsyncPostgresSaver(conn=setup_conn).setup()
             await workflow_schema.migrate(conn, schema)
         finally:
-            await conn.execute(sql.RELEASE_SETUP_LOCK, (sql.SETUP_LOCK_KEY, schema))
+            await conn.execute(RELEASE_SETUP_LOCK, (SETUP_LOCK_KEY, schema))
 
 
 @asynccontextmanager

@@ -17,12 +17,13 @@ from typing import Any
 import psycopg
 from psycopg import AsyncConnection
 
-from exporter import sql
 from exporter.causes import TIMEOUT, cause_of
 from exporter.database import Ping, close_when_free
 from exporter.deadline import within
 from exporter.log import get_logger
 from exporter.redact import describe_error
+from exporter.sql.locks import LEADER_LOCK_KEY, TRY_LEADER_LOCK
+from exporter.sql.server import SERVER_VERSION
 from exporter.target import Target
 
 log = get_logger("leader")
@@ -85,16 +86,14 @@ class LeaderElection:
         if self.leading and conn is not None:
             # The lock lives as long as this session: prove the session is alive.
             try:
-                cursor = await conn.execute(sql.SERVER_VERSION)
+                cursor = await conn.execute(SERVER_VERSION)
                 return _version(await cursor.fetchone())
             except psycopg.OperationalError as exc:
                 # The session ended (and the lock with it); the database may well be up.
                 await self._lose(describe_error(exc))
         if self._conn is None or self._conn.closed:
             self._conn = await self._target.connect()
-        cursor = await self._conn.execute(
-            sql.TRY_LEADER_LOCK, (sql.LEADER_LOCK_KEY, self._target.schema)
-        )
+        cursor = await self._conn.execute(TRY_LEADER_LOCK, (LEADER_LOCK_KEY, self._target.schema))
         row = await cursor.fetchone()
         acquired = bool(row and row["acquired"])
         if acquired:

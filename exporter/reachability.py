@@ -21,12 +21,12 @@ import psycopg
 from psycopg import AsyncConnection
 from psycopg_pool import PoolTimeout
 
-from exporter import sql
 from exporter.causes import cause_of
 from exporter.database import Ping, close_when_free
 from exporter.deadline import within
 from exporter.outage import OutageLog
 from exporter.redact import describe_error
+from exporter.sql.server import SERVER_VERSION
 from exporter.target import Target
 
 SOURCE = "health check"
@@ -100,6 +100,6 @@ class DatabaseCheck:
 
 
 async def _version(conn: AsyncConnection[Any]) -> str:
-    cursor = await conn.execute(sql.SERVER_VERSION)
+    cursor = await conn.execute(SERVER_VERSION)
     row = await cursor.fetchone()
     return str(row["version"]) if row else ""

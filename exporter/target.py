@@ -17,6 +17,7 @@ from langgraph.checkpoint.serde.base import SerializerProtocol
 from psycopg import AsyncConnection, sql
 from psycopg.rows import DictRow
 
+from exporter import sql as quoting
 from exporter.checkpointer.serde import STRUCTURAL_SERDE
 from exporter.database import exporter_connect_kwargs, with_options
 from exporter.settings import Settings
@@ -51,11 +52,11 @@ class Target:
     @property
     def identifier(self) -> sql.Identifier:
         """The schema, quoted as an identifier."""
-        return sql.Identifier(self.schema)
+        return quoting.identifier(self.schema)
 
     def table(self, name: str) -> sql.Identifier:
         """``name`` in the schema, quoted as a qualified identifier."""
-        return sql.Identifier(self.schema, name)
+        return quoting.table(self.schema, name)
 
     async def connect(self, *, on_search_path: bool = False) -> AsyncConnection[DictRow]:
         """A connection of the caller's own, with the exporter's timeouts and name.
@@ -65,5 +66,5 @@ class Target:
         """
         kwargs = dict(self.connect_kwargs)
         if on_search_path:
-            kwargs["options"] = with_options(kwargs["options"], f"search_path={self.schema}")
+            kwargs["options"] = with_options(kwargs["options"], quoting.search_path(self.schema))
         return await AsyncConnection.connect(self.conninfo, **kwargs)

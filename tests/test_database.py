@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from exporter import sql
 from exporter.database import EXPORTER_APPLICATION_NAME, exporter_pool, server_timeouts_ms
 from exporter.settings import Settings
+from exporter.sql import server as sql
 
 
 async def test_exporter_connections_are_bounded_and_named(dsn: str, settings: Settings) -> None:

@@ -20,7 +20,7 @@ from exporter import Sidecar
 from exporter.collectors.base import ScrapeContext
 from exporter.collectors.pool import PoolCollector
 from exporter.settings import Settings
-from exporter.sql import LEADER_LOCK_KEY
+from exporter.sql.locks import LEADER_LOCK_KEY
 from tests.logstream import LogStream, started_url
 from tests.ports import refused_port
 from tests.samples import Samples, parse_metrics, value

@@ -34,50 +34,9 @@ from prometheus_client.metrics_core import Metric
 
 from exporter.collectors.base import ScrapeContext
 from exporter.database import EXPORTER_APPLICATION_NAME
+from exporter.sql.server import ACTIVITY as ACTIVITY  # exported: the statement this runs
 
 PREFIX = "langgraph_checkpointer_activity_"
-
-# One statement, so one snapshot of pg_stat_activity and one round trip: the
-# server's limits (`reserved_connections` exists from PostgreSQL 16, hence
-# current_setting(..., missing_ok); pg_settings would cost a scan of every
-# setting on each scrape), every client backend on the server, this
-# database's ages and waits, and its backends by state and raw
-# application_name as JSON (the application is folded into a bounded label in
-# Python, never exported raw). Ages are clamped at zero: a session can start
-# its transaction after this statement's now() and before the snapshot.
-ACTIVITY: Final = """
-WITH backends AS (
-    SELECT
-        datname = current_database() AS here,
-        pid, state, application_name, wait_event_type, xact_start, query_start, state_change,
-        state IN ('idle in transaction', 'idle in transaction (aborted)') AS idle_in_transaction
-    FROM pg_stat_activity
-    WHERE backend_type = 'client backend'
-)
-SELECT
-    current_setting('max_connections')::bigint AS max_connections,
-    current_setting('superuser_reserved_connections')::bigint
-        + coalesce(current_setting('reserved_connections', true)::bigint, 0)
-        AS reserved_connections,
-    count(*) AS server_connections,
-    greatest(extract(epoch FROM max(now() - xact_start) FILTER (WHERE here))::float8, 0)
-        AS oldest_transaction_seconds,
-    greatest(extract(epoch FROM max(now() - query_start)
-        FILTER (WHERE here AND state = 'active' AND pid <> pg_backend_pid()))::float8, 0)
-        AS longest_active_query_seconds,
-    count(*) FILTER (WHERE here AND wait_event_type = 'Lock')
-        AS lock_waiting_connections,
-    count(*) FILTER (WHERE here AND idle_in_transaction)
-        AS idle_in_transaction_connections,
-    greatest(extract(epoch FROM max(now() - state_change)
-        FILTER (WHERE here AND idle_in_transaction))::float8, 0)
-        AS oldest_idle_in_transaction_seconds,
-    (SELECT coalesce(json_agg(g), '[]')
-     FROM (SELECT state, application_name, count(*) AS connections
-           FROM backends WHERE here GROUP BY state, application_name) AS g)
-        AS states
-FROM backends
-"""
 
 STATES: Final = (
     "active",

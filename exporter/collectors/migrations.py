@@ -39,7 +39,8 @@ from psycopg import AsyncConnection, errors, sql
 
 from exporter.checkpointer.instrumented import InstrumentedSaver
 from exporter.collectors.base import Memo, ScrapeContext
-from exporter.sql import bound, tables_exist
+from exporter.sql import bound
+from exporter.sql.server import tables_exist
 
 PREFIX = "langgraph_checkpointer_migrations_"
 
@@ -55,7 +56,7 @@ GONE_ERRORS: Final = (errors.UndefinedTable, errors.InvalidSchemaName)
 
 @cache
 def tables_exist_query(schema: str) -> bytes:
-    """Which of :data:`TABLES` exist in ``schema`` (:func:`exporter.sql.tables_exist`)."""
+    """Which of :data:`TABLES` exist in ``schema`` (:func:`exporter.sql.server.tables_exist`)."""
     return tables_exist(schema, TABLES)
 
 

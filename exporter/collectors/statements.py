@@ -32,12 +32,12 @@ from typing import Any, ClassVar, Final
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
-from psycopg import errors, sql
+from psycopg import errors
 
 from exporter.collectors.base import ScrapeContext
 from exporter.log import get_logger
 from exporter.redact import describe_error
-from exporter.sql import bound
+from exporter.sql import server
 
 log = get_logger("statements")
 
@@ -53,27 +53,6 @@ KINDS: Final = (
     "migrate",
     "other",
 )
-
-EXTENSION_SCHEMA = """
-SELECT n.nspname AS schema
-FROM pg_extension AS e JOIN pg_namespace AS n ON n.oid = e.extnamespace
-WHERE e.extname = 'pg_stat_statements'
-"""
-
-# The timing column is total_exec_time from PostgreSQL 13 (extension 1.8) on and
-# total_time before; to_jsonb reads whichever the installed view has.
-STATEMENTS = """
-SELECT
-    s.query,
-    s.calls,
-    s.rows,
-    coalesce(to_jsonb(s) ->> 'total_exec_time', to_jsonb(s) ->> 'total_time')::float8
-        AS total_ms
-FROM {view} AS s
-WHERE s.dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
-    AND s.query ILIKE {filter}
-"""
-STATEMENTS_FILTER = "%checkpoint%"
 
 # How long the extension is taken to stay unavailable before the catalog is asked again.
 RETRY_SECONDS: Final = 60.0
@@ -209,15 +188,11 @@ class StatementsCollector:
             return [available_family(False)]
         async with ctx.database.connection() as conn:
             if self._query is None:
-                cursor = await conn.execute(EXTENSION_SCHEMA)
+                cursor = await conn.execute(server.EXTENSION_SCHEMA)
                 row = await cursor.fetchone()
                 if row is None:
                     return self._unavailable("not_installed")
-                self._query = bound(
-                    STATEMENTS,
-                    view=sql.Identifier(row["schema"], "pg_stat_statements"),
-                    filter=STATEMENTS_FILTER,
-                )
+                self._query = server.statements(row["schema"])
             try:
                 cursor = await conn.execute(self._query)
             except UNAVAILABLE_ERRORS as exc:

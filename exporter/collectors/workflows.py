@@ -55,7 +55,8 @@ from psycopg.rows import dict_row
 from exporter.collectors.base import ScrapeContext
 from exporter.log import get_logger
 from exporter.settings import Settings
-from exporter.sql import bound, tables_exist
+from exporter.sql import bound
+from exporter.sql.server import tables_exist
 from exporter.workflows.schema import CANARY_THREAD_ID, COUNTS_TABLE, RUNNING, STATUSES, TABLE
 
 log = get_logger("workflows")
@@ -290,7 +291,7 @@ class WorkflowsCollector:
 
 
 async def _fetch_by_name(conn: AsyncConnection[Any], query: bytes) -> dict[str, Mapping[str, Any]]:
-    """The rows of :func:`exporter.sql.tables_exist`, by table name."""
+    """The rows of :func:`exporter.sql.server.tables_exist`, by table name."""
     async with conn.cursor(row_factory=dict_row) as cursor:
         await cursor.execute(query)
         return {row["name"]: row for row in await cursor.fetchall()}

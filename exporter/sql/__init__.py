@@ -1,23 +1,55 @@
-"""Every SQL statement the exporter runs, as named constants: no I/O here."""
+"""Every statement the exporter runs, one module per table family, and the one place that quotes.
+
+As LangGraph keeps its statements in ``langgraph.checkpoint.postgres.base``, each module
+holds named constants and the builders that fill them in, and does no I/O: it imports
+nothing but :mod:`psycopg.sql`, to compose. The modules that run them (collectors, jobs,
+the tracker) keep what they build for the values they are given.
+
+- :mod:`exporter.sql.checkpoints`: LangGraph's tables (``checkpoints``,
+  ``checkpoint_blobs``, ``checkpoint_writes``, ``checkpoint_migrations``).
+- :mod:`exporter.sql.workflow_metadata`: the project's own tables and their migrations.
+- :mod:`exporter.sql.server`: the server and its catalog (version, schemas, which tables
+  exist, ``pg_stat_activity``, ``pg_stat_statements``).
+- :mod:`exporter.sql.locks`: the advisory locks sidecars and applications take.
+
+A schema reaches the server in one of three forms, each made here: as an identifier
+(:func:`identifier`, :func:`table`, :func:`schema_query`) in statements composed in the
+client; as a literal (:func:`bound`) where the server quotes it (``format('%I.%I')``,
+catalog lookups); and as the ``search_path`` setting of a connection whose SQL names
+tables unqualified (:func:`search_path`).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any, Final
+from typing import Any
 
 from psycopg import sql
 
-SERVER_VERSION = "SELECT current_setting('server_version') AS version"
 
-SCHEMA_EXISTS = "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = %s) AS exists"
+def identifier(name: str) -> sql.Identifier:
+    """``name`` (a schema, or any name not qualified by one) quoted as an identifier."""
+    return sql.Identifier(name)
 
-# Serialises `setup()` across replicas starting at once: LangGraph's migrations
-# are not safe to run concurrently. The key is arbitrary but fixed. Waiters poll
-# with the try- form: a session blocked inside pg_advisory_lock() would hold a
-# snapshot that the migrations' CREATE INDEX CONCURRENTLY waits for (deadlock).
-SETUP_LOCK_KEY = 0x6C67_6370  # "lgcp"
-TRY_SETUP_LOCK = "SELECT pg_try_advisory_lock(%s, hashtext(%s)) AS acquired"
-RELEASE_SETUP_LOCK = "SELECT pg_advisory_unlock(%s, hashtext(%s))"
+
+def table(schema: str, name: str) -> sql.Identifier:
+    """Table ``name`` in ``schema``, quoted as a qualified identifier."""
+    return sql.Identifier(schema, name)
+
+
+def schema_query(template: sql.SQL, schema: str) -> sql.Composed:
+    """``template`` with ``{schema}`` bound as a quoted identifier."""
+    return template.format(schema=identifier(schema))
+
+
+def search_path(schema: str) -> str:
+    """The setting, for libpq's ``options``, that puts ``schema`` on the ``search_path``.
+
+    For LangGraph's savers, whose SQL names tables unqualified. The name goes as it is:
+    the settings admit only lowercase identifiers, which need no quotes. A name they
+    refuse is not made to fit: one with a space splits the options, and the server
+    refuses the connection rather than reading the rest as anything.
+    """
+    return f"search_path={schema}"
 
 
 def bound(template: str, **values: Any) -> bytes:
@@ -39,43 +71,3 @@ def bound(template: str, **values: Any) -> bytes:
 
 def _sql_value(value: Any) -> Any:
     return list(value) if isinstance(value, tuple) else value
-
-
-# One row per name: whether the schema holds that table, and whether this role may read it.
-# format('%I.%I') quotes schema and table server-side, so to_regclass sees exactly the
-# identifiers and never parses a schema name as SQL; a missing table is NULL, never an error.
-TABLES_EXIST: Final = """
-SELECT t.name, r.oid IS NOT NULL AS exists,
-       coalesce(has_table_privilege(r.oid, 'SELECT'), false) AS readable{columns}
-FROM unnest({tables}::text[]) AS t(name),
-     LATERAL (SELECT to_regclass(format('%I.%I', {schema}::text, t.name)) AS oid) AS r
-"""
-_NO_COLUMNS: Final = sql.SQL("")
-
-
-def tables_exist(
-    schema: str, tables: Sequence[str], columns: sql.Composable = _NO_COLUMNS
-) -> bytes:
-    """:data:`TABLES_EXIST` for ``tables`` in ``schema``: rows of ``name``, ``exists`` and
-    ``readable``, plus ``columns`` (``, expression AS name``, ...) on each.
-
-    The one way the exporter asks whether a table is there before it reads it, so that
-    a schema not set up yet never puts an error in the server's log. A column that
-    names one of the tables fails once that table is gone: its caller catches that.
-    """
-    return bound(TABLES_EXIST, schema=schema, tables=tuple(tables), columns=columns)
-
-
-def create_schema(schema: str) -> sql.Composed:
-    """``CREATE SCHEMA`` with the name quoted as an identifier."""
-    return sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema))
-
-
-# Leader election among sidecars watching one database and schema: the leader
-# holds this session-level advisory lock on a connection of its own, and
-# PostgreSQL releases it the moment that session ends.
-LEADER_LOCK_KEY = 0x6C67_6C64  # "lgld"
-TRY_LEADER_LOCK = (
-    "SELECT pg_try_advisory_lock(%s, hashtext(%s)) AS acquired,"
-    " current_setting('server_version') AS version"
-)

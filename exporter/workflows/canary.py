@@ -35,6 +35,7 @@ from exporter.checkpointer.metrics import DURATION_BUCKETS, Distribution
 from exporter.jobs import JobKey
 from exporter.log import get_logger
 from exporter.redact import describe_error
+from exporter.sql.locks import CANARY_LOCK_KEY, LOCK_CANARY, UNLOCK_CANARY
 from exporter.target import Target
 from exporter.workflows.canary_content import (
     TASK_PATH,
@@ -56,11 +57,6 @@ READBACK_RESULTS: Final = (READBACK_SUCCESS, READBACK_MISSING, READBACK_FAILED)
 
 # Errors that mean "the database could not be asked", as opposed to "it answered wrongly".
 UNREACHABLE: Final = (psycopg.OperationalError, OSError, TimeoutError)
-
-# Held for one probe, per schema, beside sql.SETUP_LOCK_KEY and sql.LEADER_LOCK_KEY.
-CANARY_LOCK_KEY: Final = 0x6C67_6361  # "lgca"
-LOCK_CANARY = "SELECT pg_advisory_lock(%s, hashtext(%s))"
-UNLOCK_CANARY = "SELECT pg_advisory_unlock(%s, hashtext(%s))"
 
 
 @dataclass(frozen=True, slots=True)
