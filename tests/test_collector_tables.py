@@ -17,16 +17,12 @@ from psycopg.rows import DictRow, dict_row
 from exporter.checkpoint_time import checkpoint_epoch, iso_epoch, uuid6_epoch
 from exporter.collectors.base import Memo, ScrapeContext
 from exporter.collectors.table_sample import (
-    BLOB_SAMPLE,
-    CHECKPOINT_SAMPLE,
     HEAD_PAGES,
-    OLDEST_HEAD,
     SAMPLE_ROWS,
     Sample,
     build_sample,
     head_params,
     sample_params,
-    schema_query,
 )
 from exporter.collectors.tables import (
     BUCKETS,
@@ -42,6 +38,8 @@ from exporter.collectors.tables import (
 )
 from exporter.factory import prepare_schema
 from exporter.settings import Settings
+from exporter.sql import schema_query
+from exporter.sql.checkpoints import BLOB_SAMPLE, CHECKPOINT_SAMPLE, OLDEST_HEAD
 from tests.samples import Clock, Samples, samples_of, scrape_context, value
 from tests.serving import scrape_once
 from tests.waiting import eventually

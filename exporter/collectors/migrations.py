@@ -35,16 +35,15 @@ from typing import Any, ClassVar, Final
 from langgraph.checkpoint.postgres.base import BasePostgresSaver
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
-from psycopg import AsyncConnection, errors, sql
+from psycopg import AsyncConnection, errors
 
 from exporter.checkpointer.instrumented import InstrumentedSaver
 from exporter.collectors.base import Memo, ScrapeContext
-from exporter.sql import bound
-from exporter.sql.server import tables_exist
+from exporter.sql import checkpoints
 
 PREFIX = "langgraph_checkpointer_migrations_"
 
-TABLES: Final = ("checkpoints", "checkpoint_blobs", "checkpoint_writes", "checkpoint_migrations")
+TABLES: Final = checkpoints.TABLES
 
 LIBRARY_VERSION: Final = len(BasePostgresSaver.MIGRATIONS) - 1
 
@@ -54,30 +53,10 @@ NO_VERSION: Final = -1
 GONE_ERRORS: Final = (errors.UndefinedTable, errors.InvalidSchemaName)
 
 
-@cache
-def tables_exist_query(schema: str) -> bytes:
-    """Which of :data:`TABLES` exist in ``schema`` (:func:`exporter.sql.server.tables_exist`)."""
-    return tables_exist(schema, TABLES)
-
-
-@cache
-def tables_and_version_query(schema: str) -> bytes:
-    """Once the migrations table is known to exist: existence and version in one statement.
-
-    It names the table, so it fails if the table has gone since.
-    """
-    version = sql.SQL(", (SELECT max(v) FROM {}) AS v").format(
-        sql.Identifier(schema, "checkpoint_migrations")
-    )
-    return tables_exist(schema, TABLES, version)
-
-
-@cache
-def schema_version_query(schema: str) -> bytes:
-    """The highest recorded migration in ``schema``, the schema quoted as an identifier."""
-    return bound(
-        "SELECT max(v) AS v FROM {table}", table=sql.Identifier(schema, "checkpoint_migrations")
-    )
+# The statements of a scrape, built once per schema.
+tables_exist_query: Final = cache(checkpoints.tables_present)
+tables_and_version_query: Final = cache(checkpoints.tables_present_and_level)
+schema_version_query: Final = cache(checkpoints.migration_level)
 
 
 def expected_version(settings_expected: int | None, saver: InstrumentedSaver | None) -> int | None:

@@ -6,6 +6,7 @@ pages of ``checkpoints``, where an append-only heap keeps its oldest rows:
 bounded reads whatever the tables' size. No metric is built here: the
 collector (:mod:`exporter.collectors.tables`) keeps the :class:`Sample`,
 redraws it at most every ``CHECKPOINT_EXPORTER_TABLES_INTERVAL`` and exports it.
+The statements are in :mod:`exporter.sql.checkpoints`.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from typing import Any, Final
 from psycopg import AsyncConnection, sql
 
 from exporter.checkpoint_time import UUID6_PATTERN, checkpoint_epoch
+from exporter.sql import schema_query
+from exporter.sql.checkpoints import BLOB_SAMPLE, CHECKPOINT_SAMPLE, OLDEST_HEAD
 
 # Rows read per sampled table; the histograms' resolution, and their cost.
 SAMPLE_ROWS: Final = 1000
@@ -24,36 +27,6 @@ SAMPLE_ROWS: Final = 1000
 HEAD_PAGES: Final = 16
 # TID Range Scan (PostgreSQL 14) reads only the pages asked for; before it, `ctid <` scans all.
 TID_RANGE_SCAN_VERSION: Final = 140000
-
-# pg_column_size reads the stored (compressed or TOAST pointer) size without detoasting;
-# `ts` is read, detoasting the checkpoint, only for ids that are not UUIDv6.
-CHECKPOINT_SAMPLE: Final = sql.SQL("""
-SELECT pg_column_size(checkpoint) + pg_column_size(metadata) AS bytes,
-       checkpoint_id,
-       CASE WHEN checkpoint_id !~ %(uuid6)s THEN checkpoint->>'ts' END AS ts
-FROM {schema}.checkpoints TABLESAMPLE SYSTEM (%(percent)s::real)
-LIMIT %(limit)s
-""")
-
-BLOB_SAMPLE: Final = sql.SQL("""
-SELECT pg_column_size(blob) AS bytes
-FROM {schema}.checkpoint_blobs TABLESAMPLE SYSTEM (%(percent)s::real)
-WHERE blob IS NOT NULL
-LIMIT %(limit)s
-""")
-
-# The first pages of the heap, read by TID Range Scan: bounded whatever the table's size.
-OLDEST_HEAD: Final = sql.SQL("""
-SELECT min(checkpoint_id COLLATE "C") FILTER (WHERE checkpoint_id ~ %(uuid6)s) AS checkpoint_id,
-       min(checkpoint->>'ts') FILTER (WHERE checkpoint_id !~ %(uuid6)s) AS ts
-FROM {schema}.checkpoints
-WHERE ctid < %(head)s::tid
-""")
-
-
-def schema_query(template: sql.SQL, schema: str) -> sql.Composed:
-    """``template`` with ``{schema}`` bound as a quoted identifier."""
-    return template.format(schema=sql.Identifier(schema))
 
 
 def sample_params(estimated_rows: float, target: int = SAMPLE_ROWS) -> dict[str, Any]:

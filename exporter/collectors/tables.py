@@ -78,49 +78,15 @@ from exporter.collectors.table_sample import (
     Sample,
     draw_sample,
 )
-from exporter.sql import bound
+from exporter.sql import checkpoints
 
 PREFIX: Final = "langgraph_checkpointer_tables_"
-TABLES: Final = ("checkpoints", "checkpoint_blobs", "checkpoint_writes", "checkpoint_migrations")
+TABLES: Final = checkpoints.TABLES
 MAINTENANCE: Final = ("vacuum", "autovacuum", "analyze", "autoanalyze")
 BUCKETS: Final = tuple(float(4**k) for k in range(4, 13))  # 256 B .. 16 MiB
 
-# The statistics come from the pg_stat_get_* functions that pg_stat_user_tables
-# wraps: that view aggregates over every relation and index of the database
-# (its GROUP BY runs before any join to our tables), so its cost grows
-# with the whole catalog; the functions cost one lookup per table.
-CATALOG: Final = """
-SELECT t.name AS table,
-       c.oid IS NOT NULL AS exists,
-       coalesce(pg_table_size(c.oid), 0) AS table_bytes,
-       coalesce(pg_total_relation_size(nullif(c.reltoastrelid, 0)), 0) AS toast_bytes,
-       coalesce(pg_indexes_size(c.oid), 0) AS index_bytes,
-       c.reltuples::float8 AS reltuples,
-       pg_stat_get_live_tuples(c.oid) AS n_live_tup,
-       pg_stat_get_dead_tuples(c.oid) AS n_dead_tup,
-       extract(epoch FROM now() - pg_stat_get_last_vacuum_time(c.oid))::float8
-           AS last_vacuum_age,
-       extract(epoch FROM now() - pg_stat_get_last_autovacuum_time(c.oid))::float8
-           AS last_autovacuum_age,
-       extract(epoch FROM now() - pg_stat_get_last_analyze_time(c.oid))::float8
-           AS last_analyze_age,
-       extract(epoch FROM now() - pg_stat_get_last_autoanalyze_time(c.oid))::float8
-           AS last_autoanalyze_age,
-       current_setting('server_version_num')::int AS server_version_num,
-       (SELECT st.n_distinct::float8 FROM pg_stats st
-        WHERE st.schemaname = {schema} AND st.tablename = 'checkpoints'
-          AND st.attname = 'thread_id' AND NOT st.inherited) AS threads_n_distinct
-FROM unnest({tables}::text[]) WITH ORDINALITY AS t(name, position)
-LEFT JOIN pg_namespace n ON n.nspname = {schema}
-LEFT JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = t.name AND c.relkind = 'r'
-ORDER BY t.position
-"""
-
-
-@cache
-def catalog_query(schema: str) -> bytes:
-    """:data:`CATALOG` for ``schema``, its names inlined: a statement without parameters."""
-    return bound(CATALOG, schema=schema, tables=TABLES)
+# The catalog statement of a scrape, built once per schema.
+catalog_query: Final = cache(checkpoints.catalog)
 
 
 def estimated_rows(row: Mapping[str, Any]) -> float:

@@ -56,13 +56,19 @@ from psycopg_pool import AsyncConnectionPool
 from exporter.checkpoint_time import uuid6_epoch
 from exporter.checkpointer.serde import STRUCTURAL_SERDE
 from exporter.redact import describe_error
+from exporter.sql.checkpoints import (
+    DATA_TABLES,
+    MISSING_TABLES,
+    structure_query,
+    threads_query,
+    values_query,
+)
 
 MISSING_BLOBS: Final = "missing_blobs"
 ORPHAN_WRITES: Final = "orphan_writes"
 UNREFERENCED_BLOBS: Final = "unreferenced_blobs"
 UNDECODABLE_BLOBS: Final = "undecodable_blobs"
 CHECKS: Final = (MISSING_BLOBS, ORPHAN_WRITES, UNREFERENCED_BLOBS, UNDECODABLE_BLOBS)
-TABLES: Final = ("checkpoints", "checkpoint_blobs", "checkpoint_writes")
 
 DEFAULT_BATCH: Final = 200
 # Writes of a checkpoint younger than this may still be waiting for it to be saved.
@@ -76,95 +82,6 @@ DETAIL_CHANNELS: Final = 5
 DETAIL_ERROR_CHARS: Final = 160
 
 _Row = TypeVar("_Row", bound=Mapping[str, Any])
-
-TABLES_EXIST: Final = """
-SELECT count(*) FILTER (WHERE to_regclass(format('%%I.%%I', %(schema)s::text, t)) IS NULL)
-       AS missing
-FROM unnest(%(tables)s::text[]) AS t
-"""
-
-# Distinct thread ids after a cursor, across the three tables: a recursive skip
-# scan probes each primary key once per thread instead of reading every row.
-# One thread more than the batch tells whether the pass ends with this step.
-_SKIP_SCAN: Final = """
-{name} AS (
-    (SELECT thread_id, 1 AS depth FROM {table} WHERE {start} ORDER BY thread_id LIMIT 1)
-    UNION ALL
-    SELECT (SELECT t.thread_id FROM {table} AS t WHERE t.thread_id > s.thread_id
-            ORDER BY t.thread_id LIMIT 1),
-           s.depth + 1
-    FROM {name} AS s
-    WHERE s.thread_id IS NOT NULL AND s.depth < %(limit)s
-)"""
-
-THREADS: Final = """
-WITH RECURSIVE {scans}
-SELECT thread_id FROM (
-    SELECT thread_id FROM c UNION SELECT thread_id FROM b UNION SELECT thread_id FROM w
-) AS threads
-WHERE thread_id IS NOT NULL
-ORDER BY thread_id
-LIMIT %(limit)s
-"""
-
-# Every structural finding of a batch of threads, from one snapshot. `versions`
-# holds each referenced (channel, version) once, with whether any checkpoint
-# has it inline and whether one records writing it outside a delta channel.
-# A version inline in one checkpoint and absent from another is a delta
-# snapshot (the `true` marker, then omitted): only those mix, and need a blob.
-STRUCTURE: Final = """
-WITH refs AS (
-    SELECT c.thread_id, c.checkpoint_ns, c.checkpoint_id, v.key AS channel, v.value AS version,
-           (c.checkpoint -> 'channel_values') ? v.key AS inline,
-           coalesce((c.checkpoint -> 'updated_channels') ? v.key, false)
-               AND NOT coalesce((c.metadata -> 'counters_since_delta_snapshot') ? v.key, false)
-               AND NOT c.metadata ? 'delta_writes_versioned' AS written
-    FROM {checkpoints} AS c
-    CROSS JOIN LATERAL jsonb_each_text(c.checkpoint -> 'channel_versions') AS v
-    WHERE c.thread_id = ANY(%(threads)s::text[])
-), versions AS (
-    SELECT thread_id, checkpoint_ns, channel, version,
-           count(*) AS checkpoints, max(checkpoint_id) AS latest,
-           bool_or(inline) AS inline, bool_or(written) AS written,
-           bool_or(inline) AND NOT bool_and(inline) AS snapshot
-    FROM refs
-    GROUP BY thread_id, checkpoint_ns, channel, version
-)
-SELECT 'missing_blobs' AS kind, v.thread_id, v.checkpoint_ns, v.channel, v.version,
-       v.latest AS checkpoint_id, v.checkpoints AS rows
-FROM versions AS v
-WHERE ((v.written AND NOT v.inline) OR v.snapshot) AND NOT EXISTS (
-    SELECT 1 FROM {blobs} AS b
-    WHERE b.thread_id = v.thread_id AND b.checkpoint_ns = v.checkpoint_ns
-      AND b.channel = v.channel AND b.version = v.version)
-UNION ALL
-SELECT 'unreferenced_blobs', b.thread_id, b.checkpoint_ns, b.channel, b.version, NULL, 1
-FROM {blobs} AS b
-WHERE b.thread_id = ANY(%(threads)s::text[]) AND NOT EXISTS (
-    SELECT 1 FROM versions AS v
-    WHERE v.thread_id = b.thread_id AND v.checkpoint_ns = b.checkpoint_ns
-      AND v.channel = b.channel AND v.version = b.version)
-UNION ALL
-SELECT 'orphan_writes', w.thread_id, w.checkpoint_ns, NULL, NULL, w.checkpoint_id, count(*)
-FROM {writes} AS w
-WHERE w.thread_id = ANY(%(threads)s::text[]) AND NOT EXISTS (
-    SELECT 1 FROM {checkpoints} AS c
-    WHERE c.thread_id = w.thread_id AND c.checkpoint_ns = w.checkpoint_ns
-      AND c.checkpoint_id = w.checkpoint_id)
-GROUP BY w.thread_id, w.checkpoint_ns, w.checkpoint_id
-"""
-
-# Every stored value of a batch of threads, for the serializer to load.
-VALUES: Final = """
-SELECT 'blob' AS source, thread_id, checkpoint_ns, channel, version,
-       NULL AS checkpoint_id, NULL AS task_id, NULL::integer AS idx, type, blob
-FROM {blobs}
-WHERE thread_id = ANY(%(threads)s::text[]) AND type IS DISTINCT FROM 'empty'
-UNION ALL
-SELECT 'write', thread_id, checkpoint_ns, channel, NULL, checkpoint_id, task_id, idx, type, blob
-FROM {writes}
-WHERE thread_id = ANY(%(threads)s::text[])
-"""
 
 
 class MissingTablesError(LookupError):
@@ -226,36 +143,6 @@ def count_findings(findings: Iterable[Finding]) -> dict[str, int]:
     return counts
 
 
-def _ref(schema: str, table: str) -> sql.Identifier:
-    return sql.Identifier(schema, table)
-
-
-def threads_query(schema: str, *, first: bool) -> sql.Composed:
-    """:data:`THREADS` for ``schema``: from the start, or after ``%(after)s``."""
-    start = sql.SQL("TRUE" if first else "thread_id > %(after)s")
-    scans = sql.SQL(",").join(
-        sql.SQL(_SKIP_SCAN).format(
-            name=sql.Identifier(name), table=_ref(schema, table), start=start
-        )
-        for name, table in zip("cbw", TABLES, strict=True)
-    )
-    return sql.SQL(THREADS).format(scans=scans)
-
-
-def structure_query(schema: str) -> sql.Composed:
-    return sql.SQL(STRUCTURE).format(
-        checkpoints=_ref(schema, "checkpoints"),
-        blobs=_ref(schema, "checkpoint_blobs"),
-        writes=_ref(schema, "checkpoint_writes"),
-    )
-
-
-def values_query(schema: str) -> sql.Composed:
-    return sql.SQL(VALUES).format(
-        blobs=_ref(schema, "checkpoint_blobs"), writes=_ref(schema, "checkpoint_writes")
-    )
-
-
 def _row_key(row: Mapping[str, Any]) -> tuple[Any, ...]:
     return (
         row["kind"],
@@ -289,7 +176,7 @@ def confirmed(first: Iterable[Mapping[str, Any]], second: Iterable[_Row]) -> lis
 
 
 def structure_findings(rows: Iterable[Mapping[str, Any]]) -> list[Finding]:
-    """Turn :data:`STRUCTURE` rows into findings.
+    """Turn :data:`~exporter.sql.checkpoints.STRUCTURE` rows into findings.
 
     One per missing blob and per checkpoint with orphan writes; a namespace's
     unreferenced blobs are one finding counting them.
@@ -329,7 +216,8 @@ def _value_name(row: Mapping[str, Any]) -> str:
 
 
 def undecodable(serde: SerializerProtocol, rows: Iterable[Mapping[str, Any]]) -> list[Finding]:
-    """Findings for the :data:`VALUES` rows ``serde`` cannot load, as the saver would."""
+    """Findings for the :data:`~exporter.sql.checkpoints.VALUES` rows ``serde`` cannot load,
+    as the saver would."""
     findings: list[Finding] = []
     for row in rows:
         kind, data = row["type"], row["blob"]
@@ -422,11 +310,13 @@ class Scanner:
             self.batch = max(1, self.batch // 2)
         self._unfinished = True
         started = self._clock()
-        missing = await _fetch(conn, TABLES_EXIST, {"schema": self.schema, "tables": list(TABLES)})
+        missing = await _fetch(
+            conn, MISSING_TABLES, {"schema": self.schema, "tables": list(DATA_TABLES)}
+        )
         if missing and missing[0]["missing"]:
             self._unfinished = False
             raise MissingTablesError(
-                f"schema {self.schema!r} lacks LangGraph's tables ({', '.join(TABLES)})"
+                f"schema {self.schema!r} lacks LangGraph's tables ({', '.join(DATA_TABLES)})"
             )
         params: dict[str, Any] = {"limit": self.batch + 1, "after": self._after}
         query = threads_query(self.schema, first=self._after is None)

@@ -33,6 +33,7 @@ from psycopg.rows import DictRow
 from exporter.jobs import JobKey
 from exporter.log import get_logger
 from exporter.redact import describe_error
+from exporter.sql.checkpoints import without_task_path
 from exporter.target import Target
 from exporter.workflows.saver_schema import SaverSchema, read_saver_schema
 from exporter.workflows.schema import CANARY_THREAD_ID, INTERRUPTED, RUNNING, TABLE
@@ -55,24 +56,6 @@ UNREACHABLE: Final = (psycopg.Error, OSError, TimeoutError)
 
 # The error class reported for a running workflow with no checkpoint left to resume from.
 NO_CHECKPOINT: Final = "CheckpointMissing"
-
-
-# The installed saver's reading statements name task_path only in these two places.
-_TASK_PATH_READS: Final = (
-    ("convert_to(cw.task_path, 'UTF8')", "convert_to('', 'UTF8')"),
-    ("order by task_path, task_id, idx", "order by task_id, idx"),
-)
-
-
-def without_task_path(query: str) -> str | None:
-    """``query`` reading no ``task_path`` (every write then has the root path, ``''``).
-
-    None when the statement names the column elsewhere: a saver release this
-    module does not know, for which the check reports the schema unsupported.
-    """
-    for old, new in _TASK_PATH_READS:
-        query = query.replace(old, new)
-    return None if "task_path" in query else query
 
 
 class LowerLevelSaver(AsyncPostgresSaver):

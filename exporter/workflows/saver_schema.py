@@ -15,8 +15,10 @@ from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any, Final
 
-from psycopg import AsyncConnection, sql
+from psycopg import AsyncConnection
 from psycopg.rows import dict_row
+
+from exporter.sql.checkpoints import COLUMNS_EXIST, migration_level
 
 # Every column the installed saver's statements (put, put_writes, get_tuple, list, prune)
 # name, by table: the tables of its last migration. A test keeps this equal to MIGRATIONS.
@@ -45,21 +47,6 @@ SAVER_COLUMNS: Final[dict[str, tuple[str, ...]]] = {
 }
 # Columns a reader can do without: added by a migration after the JavaScript saver's last.
 OPTIONAL_FOR_READS: Final = frozenset({"checkpoint_writes.task_path"})
-
-# One row per required column: whether its table and the column exist (format('%I.%I')
-# quotes the names server-side, so to_regclass never parses the schema as SQL).
-COLUMNS: Final = """
-SELECT r.tbl, r.col,
-       to_regclass(format('%%I.%%I', %(schema)s::text, r.tbl)) IS NOT NULL AS table_exists,
-       EXISTS (
-           SELECT 1 FROM pg_attribute a
-           WHERE a.attrelid = to_regclass(format('%%I.%%I', %(schema)s::text, r.tbl))
-             AND a.attname = r.col AND a.attnum > 0 AND NOT a.attisdropped
-       ) AS column_exists,
-       to_regclass(format('%%I.%%I', %(schema)s::text, 'checkpoint_migrations')) IS NOT NULL
-           AS migrations_exist
-FROM unnest(%(tables)s::text[], %(columns)s::text[]) AS r(tbl, col)
-"""
 
 
 def _library_version() -> str:
@@ -119,7 +106,8 @@ async def read_saver_schema(conn: AsyncConnection[Any], schema: str) -> SaverSch
     """Read which tables and columns ``schema`` has, and its migration level, from the catalog."""
     tables, columns = _pairs()
     async with conn.cursor(row_factory=dict_row) as cursor:
-        await cursor.execute(COLUMNS, {"schema": schema, "tables": tables, "columns": columns})
+        params = {"schema": schema, "tables": tables, "columns": columns}
+        await cursor.execute(COLUMNS_EXIST, params)
         rows = await cursor.fetchall()
         exists = all(row["table_exists"] for row in rows)
         missing = tuple(
@@ -129,10 +117,7 @@ async def read_saver_schema(conn: AsyncConnection[Any], schema: str) -> SaverSch
         )
         migration = None
         if rows and rows[0]["migrations_exist"]:
-            query = sql.SQL("SELECT max(v) AS v FROM {}").format(
-                sql.Identifier(schema, "checkpoint_migrations")
-            )
-            await cursor.execute(query)
+            await cursor.execute(migration_level(schema))
             row = await cursor.fetchone()
             migration = None if row is None or row["v"] is None else int(row["v"])
     return SaverSchema(exists, missing, migration)
