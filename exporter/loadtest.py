@@ -17,7 +17,7 @@ from time import monotonic
 from typing import Any
 
 from prometheus_client import REGISTRY, CollectorRegistry
-from psycopg import AsyncConnection, sql
+from psycopg import AsyncConnection
 
 from exporter.checkpointer.instrumented import Observation
 from exporter.database import exporter_connect_kwargs
@@ -25,7 +25,8 @@ from exporter.factory import build_checkpointer
 from exporter.log import get_logger
 from exporter.settings import Settings
 from exporter.sidecar import Sidecar
-from exporter.workflows.schema import STATUSES, TABLE
+from exporter.sql.workflow_metadata import statuses_like
+from exporter.workflows.schema import STATUSES
 from exporter.workload import compile_workflow, initial_state
 
 log = get_logger("loadtest")
@@ -221,10 +222,7 @@ async def run_loadtest(
 async def tracked_statuses(conninfo: str, settings: Settings, prefix: str) -> dict[str, int]:
     """How ``workflow_metadata`` reads this run's threads once it is over: every one should
     be completed (or failed), none left running."""
-    table = sql.Identifier(settings.postgres_schema, TABLE)
-    query = sql.SQL(
-        "SELECT status, count(*) AS n FROM {} WHERE thread_id LIKE %s GROUP BY status"
-    ).format(table)
+    query = statuses_like(settings.postgres_schema)
     async with await AsyncConnection.connect(
         conninfo, **exporter_connect_kwargs(conninfo, settings)
     ) as conn:

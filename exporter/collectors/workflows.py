@@ -49,54 +49,19 @@ from typing import Any, ClassVar, Final
 
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
-from psycopg import AsyncConnection, errors, sql
+from psycopg import AsyncConnection, errors
 from psycopg.rows import dict_row
 
 from exporter.collectors.base import ScrapeContext
 from exporter.log import get_logger
 from exporter.settings import Settings
-from exporter.sql import bound
+from exporter.sql import workflow_metadata
 from exporter.sql.server import tables_exist
 from exporter.workflows.schema import CANARY_THREAD_ID, COUNTS_TABLE, RUNNING, STATUSES, TABLE
 
 log = get_logger("workflows")
 
 PREFIX = "langgraph_checkpointer_workflows_"
-
-# Every figure but the counts, in one snapshot with them. The canary's row is
-# looked up by key and taken off its status in Python, so the counts need no
-# filter. Ages are clamped at zero: a tracker may stamp an activity after this
-# statement's now().
-FIGURES: Final = """
-    (SELECT status FROM {table} WHERE thread_id = {canary}) AS canary_status,
-    (SELECT count(*) FROM {table}
-     WHERE status = {running} AND last_activity < now() - make_interval(secs => {stuck})
-       AND thread_id <> {canary}) AS stuck,
-    (SELECT greatest(extract(epoch FROM now() - min(first_activity))::float8, 0) FROM {table}
-     WHERE status = {running} AND thread_id <> {canary}) AS oldest_running,
-    (SELECT greatest(extract(epoch FROM now() - last_activity)::float8, 0) FROM {table}
-     WHERE status = {running} AND thread_id <> {canary}
-     ORDER BY last_activity LIMIT 1) AS longest_idle,
-    (SELECT count(*) FROM {table}
-     WHERE checkpoint_count > {threshold} AND thread_id <> {canary}) AS prune_candidates
-"""
-
-# The counts as the triggers keep them: a handful of rows, whatever the threads.
-SUMMARY: Final = (
-    """
-SELECT
-    (SELECT coalesce(json_object_agg(status, threads), '{{}}') FROM {counts}) AS statuses,"""
-    + FIGURES
-)
-
-# Before the counts table: an entry of the status index per thread.
-SCAN_SUMMARY: Final = (
-    """
-SELECT
-    (SELECT coalesce(json_object_agg(status, threads), '{{}}')
-     FROM (SELECT status, count(*) AS threads FROM {table} GROUP BY status) AS s) AS statuses,"""
-    + FIGURES
-)
 
 # How long a schema without readable counts is taken to stay so before the catalog is asked again.
 RECHECK_SECONDS: Final = 60.0
@@ -120,16 +85,15 @@ def table_exists_query(schema: str) -> bytes:
 def summary_query(
     schema: str, stuck_after: float, prune_threshold: int, *, counted: bool = True
 ) -> bytes:
-    """:data:`SUMMARY` (or, not ``counted``, :data:`SCAN_SUMMARY`) for ``schema``'s tables and
-    these thresholds, all inlined."""
-    return bound(
-        SUMMARY if counted else SCAN_SUMMARY,
-        table=sql.Identifier(schema, TABLE),
-        counts=sql.Identifier(schema, COUNTS_TABLE),
+    """The summary (:func:`exporter.sql.workflow_metadata.summary`) for ``schema`` and these
+    thresholds, built once per process; not ``counted``, by a scan of the status index."""
+    return workflow_metadata.summary(
+        schema,
         canary=CANARY_THREAD_ID,
         running=RUNNING,
-        stuck=float(stuck_after),
-        threshold=int(prune_threshold),
+        stuck_after=stuck_after,
+        prune_threshold=prune_threshold,
+        counted=counted,
     )
 
 
@@ -166,7 +130,7 @@ def _exists(present: bool) -> Metric:
 def workflows_families(
     row: Mapping[str, Any], *, stuck_after: float, prune_threshold: int
 ) -> list[Metric]:
-    """Turn the :data:`SUMMARY` row into families, the canary's row left out.
+    """Turn the summary's row into families, the canary's row left out.
 
     An unknown stored status is kept as its own label value.
     """

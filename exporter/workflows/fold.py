@@ -32,9 +32,10 @@ Why the last one is also SQL. Only the stored row knows the newest checkpoint ev
 has written for a thread (two replicas may serve it, a restarted sidecar forgets), so the
 batch is weighed against it under its row lock, in the statement that writes it. Reading the
 rows first would cost a round trip per flush and still race a replica inserting the same
-thread. :data:`STATUS_SQL` is therefore :func:`status_of` transcribed over the write's
-columns and decides nothing of its own; ``tests/test_tracking_sql.py`` holds the two equal,
-for a row stored before the write and for one another process inserts while it waits.
+thread. :data:`exporter.sql.workflow_metadata.STATUS_SQL` is therefore :func:`status_of`
+transcribed over the write's columns and decides nothing of its own;
+``tests/test_tracking_sql.py`` holds the two equal, for a row stored before the write and for
+one another process inserts while it waits.
 """
 
 from __future__ import annotations
@@ -165,25 +166,15 @@ class Update:
 
 def status_of(update: Update, stored: str | None, stored_id: str | None) -> str | None:
     """The status a row holds once ``update`` is written over ``stored``, which is about its
-    newest checkpoint ``stored_id`` (both None: no row yet, and None back: ``running``)."""
+    newest checkpoint ``stored_id`` (both None: no row yet, and None back: ``running``).
+
+    The flush weighs it in SQL, as :data:`exporter.sql.workflow_metadata.STATUS_SQL`.
+    """
     if update.status is None:
         return stored
     if supersedes(update.status_id, update.strict, stored_id):
         return update.status
     return update.fallback or stored
-
-
-# status_of() over the write's columns: the batch `d` and the stored row `w` of UPSERT
-# (exporter.workflows.tracking_sql); "C" so that ids compare by code point, as in Python.
-STATUS_SQL: Final = """CASE
-    WHEN d.status IS NULL THEN w.status
-    WHEN d.status_id IS NULL
-        OR w.last_checkpoint_id IS NULL
-        OR d.status_id COLLATE "C" > w.last_checkpoint_id
-        OR (d.status_id COLLATE "C" = w.last_checkpoint_id AND NOT d.strict)
-        THEN d.status
-    ELSE coalesce(d.fallback, w.status)
-END"""
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,29 +27,20 @@ from typing import Any, Final
 
 import psycopg
 from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
-from psycopg import AsyncConnection, sql
+from psycopg import AsyncConnection
 from psycopg.rows import DictRow
 
 from exporter.jobs import JobKey
 from exporter.log import get_logger
 from exporter.redact import describe_error
 from exporter.sql.checkpoints import without_task_path
+from exporter.sql.server import TABLE_EXISTS
+from exporter.sql.workflow_metadata import running_workflows
 from exporter.target import Target
 from exporter.workflows.saver_schema import SaverSchema, read_saver_schema
 from exporter.workflows.schema import CANARY_THREAD_ID, INTERRUPTED, RUNNING, TABLE
 
 log = get_logger("recovery")
-
-WORKFLOW_TABLE_EXISTS = (
-    "SELECT to_regclass(format('%%I.%%I', %s::text, %s::text)) IS NOT NULL AS exists"
-)
-# {table} is the schema-qualified workflow_metadata, quoted as identifiers.
-RUNNING_WORKFLOWS = """
-SELECT thread_id FROM {table}
-WHERE status = ANY(%s) AND thread_id <> %s
-ORDER BY last_activity DESC, thread_id
-LIMIT %s
-"""
 
 # Errors that mean the database could not be asked at all.
 UNREACHABLE: Final = (psycopg.Error, OSError, TimeoutError)
@@ -72,11 +63,6 @@ class LowerLevelSaver(AsyncPostgresSaver):
 LOWER_LEVEL_READS: Final = bool(
     LowerLevelSaver.SELECT_SQL and LowerLevelSaver.SELECT_PENDING_SENDS_SQL
 )
-
-
-def running_workflows_query(schema: str) -> sql.Composed:
-    """:data:`RUNNING_WORKFLOWS` for ``schema``, quoted as an identifier."""
-    return sql.SQL(RUNNING_WORKFLOWS).format(table=sql.Identifier(schema, TABLE))
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,12 +203,12 @@ class RecoveryCheck:
     async def _check(self, tally: _Tally) -> bool:
         schema = self._target.schema
         async with await self._target.connect(on_search_path=True) as conn:
-            cursor = await conn.execute(WORKFLOW_TABLE_EXISTS, (schema, TABLE))
+            cursor = await conn.execute(TABLE_EXISTS, (schema, TABLE))
             row = await cursor.fetchone()
             if not (row and row["exists"]):
                 return False
             cursor = await conn.execute(
-                running_workflows_query(schema),
+                running_workflows(schema),
                 ([RUNNING, INTERRUPTED], CANARY_THREAD_ID, self._limit),
             )
             threads = [str(r["thread_id"]) for r in await cursor.fetchall()]
