@@ -157,8 +157,14 @@ async def check_statuses_restart_recovery_and_damage(
         assert report is not None
         # The two left running and the three interrupted: every workflow a resume would load.
         assert (report.checked, report.recovered, report.failed) == (5, 5, 0)
-        samples = await scrape(http, second)
         readback = "langgraph_checkpointer_canary_restart_readback"
+
+        async def read_back() -> bool:  # the canary job reads back at its first turn
+            samples = await scrape(http, second)
+            return value(samples, readback, result="success") == 1
+
+        await eventually(read_back, what="the canary stored before the restart read back")
+        samples = await scrape(http, second)
         assert value(samples, readback, result="success") == 1
         assert value(samples, "langgraph_checkpointer_recovery_workflows_recovered") == 5
 
