@@ -52,6 +52,7 @@ from prometheus_client import CollectorRegistry
 from exporter.checkpointer.instrumented import InstrumentedSaver, wrap_saver
 from exporter.checkpointer.metrics import saver_metrics
 from exporter.log import configure_logging
+from exporter.target import Target
 from exporter.workflows.tracker import WorkflowTracker
 from exporter.workload import compile_workflow
 
@@ -181,7 +182,13 @@ async def savers(
     """Tracking off and on, one schema, a pool each; the tracker's registry is returned."""
     async with paired_pools(data_dir, SCHEMA) as (url, settings, off_pool, on_pool):
         registry = CollectorRegistry()
-        async with WorkflowTracker(url, settings, registry=registry) as tracker:
+        tracker = WorkflowTracker(
+            Target.of(url, settings),
+            flush_interval=settings.tracking_flush_interval,
+            deadline=settings.connect_timeout + settings.collector_timeout,
+            registry=registry,
+        )
+        async with tracker:
             off = wrap_saver(
                 AsyncPostgresSaver(conn=off_pool),
                 saver_metrics(CollectorRegistry()),

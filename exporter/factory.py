@@ -33,6 +33,7 @@ from exporter.redact import describe_error, redact
 from exporter.settings import Settings
 from exporter.sql.locks import RELEASE_SETUP_LOCK, SETUP_LOCK_KEY, TRY_SETUP_LOCK
 from exporter.sql.server import SCHEMA_EXISTS, create_schema
+from exporter.target import Target
 from exporter.workflows import schema as workflow_schema
 from exporter.workflows.tracker import WorkflowTracker
 
@@ -128,7 +129,13 @@ async def build_checkpointer(
         saver: Any = AsyncPostgresSaver(conn=pool)
         tracker = None
         if settings.tracking:
-            tracker = WorkflowTracker(conninfo, settings, registry=registry)
+            tracker = WorkflowTracker(
+                Target.of(conninfo, settings),
+                flush_interval=settings.tracking_flush_interval,
+                # A write may wait for a connection, then for the statement: the two timeouts.
+                deadline=settings.connect_timeout + settings.collector_timeout,
+                registry=registry,
+            )
             await tracker.start()
             # Closed before the pool: the last flush comes after the application's last write.
             stack.push_async_callback(tracker.close)

@@ -39,11 +39,11 @@ from exporter.factory import CheckpointerUnavailableError, prepare_schema
 from exporter.settings import Settings
 from exporter.workflows import schema as workflow_schema
 from exporter.workflows.integrity import full_pass
-from exporter.workflows.tracker import WorkflowTracker
 from tests.graphs import config, review_graph
 from tests.logstream import LogStream, started_url
 from tests.ports import refused_port
 from tests.samples import samples_of, value
+from tests.targets import tracker_on
 
 
 class Token:
@@ -319,7 +319,7 @@ async def test_an_odd_schema_name_is_only_ever_an_identifier(dsn: str, settings:
         await inner.setup()
         await workflow_schema.migrate(conn, ODD_SCHEMA)
         registry = CollectorRegistry()
-        tracker = WorkflowTracker(dsn, odd, registry=registry)
+        tracker = tracker_on(dsn, odd, registry)
         await tracker.start()
         saver = wrap_saver(
             inner, saver_metrics(registry), None, Backend(POSTGRES, ODD_SCHEMA, dsn), tracker

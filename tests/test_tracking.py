@@ -28,6 +28,7 @@ from exporter.workflows.tracking_metrics import TRACKING_DROPS, TRACKING_ERRORS,
 from tests.graphs import config, review_graph
 from tests.ports import refused_port
 from tests.samples import samples_of, value
+from tests.targets import tracker_on
 from tests.waiting import eventually
 
 Graph = CompiledStateGraph[Any, Any, Any, Any]
@@ -297,7 +298,7 @@ async def test_an_unreachable_database_keeps_a_bounded_batch(
     """Against a closed port, flushes fail fast as `connection` errors; pending threads stay
     bounded, the oldest dropped and counted, and observing never raises."""
     conninfo = f"host=127.0.0.1 port={refused_port()} dbname=none user=none connect_timeout=1"
-    tracker = WorkflowTracker(conninfo, settings, registry=registry, max_pending_threads=3)
+    tracker = tracker_on(conninfo, settings, registry, max_pending_threads=3)
     async with tracker:
         for index in range(5):
             checkpoint = {"id": f"1f0-{index}"}

@@ -30,10 +30,9 @@ import psycopg
 from prometheus_client import CollectorRegistry
 from psycopg import AsyncConnection
 
-from exporter.database import exporter_connect_kwargs
 from exporter.log import get_logger
 from exporter.redact import describe_error
-from exporter.settings import Settings
+from exporter.target import Target
 from exporter.workflows.events import READERS, UNREADABLE, Event, Mark, RunEnd, RunStart
 from exporter.workflows.fold import MAX_PENDING_THREADS, Fold, Update
 from exporter.workflows.schema import CANCELLED, COMPLETED, FAILED, INTERRUPTED
@@ -109,18 +108,18 @@ class WorkflowTracker:
 
     def __init__(
         self,
-        conninfo: str,
-        settings: Settings,
+        target: Target,
         *,
+        flush_interval: float,
+        deadline: float,
         registry: CollectorRegistry | None = None,
         max_pending_threads: int = MAX_PENDING_THREADS,
     ) -> None:
-        self._conninfo = conninfo
-        self._connect_kwargs = exporter_connect_kwargs(conninfo, settings)
-        self._interval = settings.tracking_flush_interval
-        # A write may wait for a connection, then for the statement: the two timeouts.
-        self._deadline = settings.connect_timeout + settings.collector_timeout
-        self._statements = Statements.of(settings.postgres_schema)
+        """Write to ``target`` every ``flush_interval`` s, each write given ``deadline`` s."""
+        self._target = target
+        self._interval = flush_interval
+        self._deadline = deadline
+        self._statements = Statements.of(target.schema)
         self._events: deque[Event] = deque()
         self._fold = Fold(max_pending_threads)
         self._metrics: TrackingMetrics = tracking_metrics(registry)
@@ -238,7 +237,7 @@ class WorkflowTracker:
 
     async def _connection(self) -> AsyncConnection[Any]:
         if self._conn is None or self._conn.closed:
-            self._conn = await AsyncConnection.connect(self._conninfo, **self._connect_kwargs)
+            self._conn = await self._target.connect()
         return self._conn
 
     async def _disconnect(self) -> None:
