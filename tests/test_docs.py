@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import sys
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -105,3 +106,19 @@ def test_collector_docstrings_show_what_the_readme_lists(collector: type[Collect
 def test_the_collector_tuple_matches_the_setting() -> None:
     """ALL holds exactly the collectors the --collectors setting knows, once each."""
     assert [c.name for c in ALL] == list(COLLECTORS)
+
+
+def test_the_changelog_keeps_a_changelog_and_names_the_packaged_version() -> None:
+    """Unreleased on top, then releases newest first, the newest being pyproject's version."""
+    root = README.parent
+    version = tomllib.loads((root / "pyproject.toml").read_text())["project"]["version"]
+    headings = re.findall(
+        r"^## \[([^\]]+)\](?: - (\d{4}-\d\d-\d\d))?$", (root / "CHANGELOG.md").read_text(), re.M
+    )
+    assert headings[0] == ("Unreleased", "")
+    releases = headings[1:]
+    assert releases
+    assert releases[0][0] == version
+    assert all(date for _, date in releases)
+    keyed = [tuple(int(part) for part in name.split(".")) for name, _ in releases]
+    assert keyed == sorted(keyed, reverse=True)
