@@ -397,6 +397,16 @@ def postgres_exporter_version() -> str:
     return first[0] if first else "unknown"
 
 
+def add_encoding_option(parser: argparse.ArgumentParser) -> None:
+    """``--encoding``: what every scrape over HTTP asks the sidecar to send."""
+    parser.add_argument(
+        "--encoding",
+        choices=("identity", "gzip"),
+        default="identity",
+        help="Accept-Encoding of every scrape (identity)",
+    )
+
+
 def add_sidecar_flags(parser: argparse.ArgumentParser) -> None:
     """The options that set what our ``serve`` runs with: none beyond its defaults unless given."""
     parser.add_argument(

@@ -40,6 +40,7 @@ from benchlib import (
     Child,
     Counts,
     Response,
+    add_encoding_option,
     add_sidecar_flags,
     child,
     child_environment,
@@ -334,12 +335,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--seed-workflows", type=int, default=200, help="workflows written before measuring (200)"
     )
-    parser.add_argument(
-        "--encoding",
-        choices=("identity", "gzip"),
-        default="identity",
-        help="Accept-Encoding of every scrape (identity)",
-    )
+    add_encoding_option(parser)
     add_sidecar_flags(parser)
     parser.add_argument(
         "--profile",

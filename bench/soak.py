@@ -32,6 +32,7 @@ from benchlib import (
     BenchError,
     Counts,
     Response,
+    add_encoding_option,
     add_sidecar_flags,
     child,
     child_environment,
@@ -367,12 +368,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--soak-think-time", default="20ms", help="load-test think time per node (20ms)"
     )
-    parser.add_argument(
-        "--encoding",
-        choices=("identity", "gzip"),
-        default="identity",
-        help="Accept-Encoding of every scrape (identity)",
-    )
+    add_encoding_option(parser)
     add_sidecar_flags(parser)
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     return parser.parse_args(argv)
