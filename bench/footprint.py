@@ -12,7 +12,8 @@ import subprocess
 import sys
 from typing import Final
 
-from benchlib import ROOT, child_environment
+from benchlib import ROOT
+from children import child_environment
 
 # What `python -m exporter serve` imports, in the order it needs them; each step's RSS
 # is measured in one fresh interpreter after importing it and everything above.

@@ -33,7 +33,6 @@ from typing import IO, Any, Final
 from benchlib import (
     ROOT,
     BenchError,
-    child_environment,
     code_under_test,
     describe_code,
     environment,
@@ -43,8 +42,8 @@ from benchlib import (
     seed,
     server_version,
     span,
-    stop,
 )
+from children import child_environment, stop
 
 from exporter.embedded import embedded_database
 from exporter.log import configure_logging

@@ -29,16 +29,8 @@ from pathlib import Path
 from time import monotonic, perf_counter, process_time, time
 from typing import Any, Final
 
-from benchlib import (
-    ROOT,
-    add_sidecar_flags,
-    median,
-    report_main,
-    run_collector,
-    seed,
-    server_version,
-    sidecar_settings,
-)
+from benchlib import ROOT, median, report_main, run_collector, seed, server_version
+from children import add_sidecar_flags, sidecar_settings
 from prometheus_client import generate_latest
 from psycopg import AsyncConnection
 
