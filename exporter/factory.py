@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
@@ -18,11 +18,14 @@ from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
 from prometheus_client import CollectorRegistry
 from psycopg import AsyncConnection
 from psycopg.rows import DictRow
-from psycopg_pool import PoolTimeout
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from exporter.checkpointer.backend import MEMORY, POSTGRES, Backend
 from exporter.checkpointer.instrumented import InstrumentedSaver, Observer, wrap_saver
-from exporter.checkpointer.metrics import saver_metrics
+from exporter.checkpointer.locks import time_lock
+from exporter.checkpointer.metrics import SaverMetrics, saver_metrics
+from exporter.checkpointer.placement import Placement
+from exporter.checkpointer.routing import routing_saver
 from exporter.database import (
     checkpointer_connect_kwargs,
     connection_string,
@@ -31,6 +34,7 @@ from exporter.database import (
 from exporter.log import get_logger
 from exporter.redact import describe_error, redact
 from exporter.settings import Settings
+from exporter.sql.checkpoints import THREAD_EXISTS
 from exporter.sql.locks import RELEASE_SETUP_LOCK, SETUP_LOCK_KEY, TRY_SETUP_LOCK
 from exporter.sql.server import SCHEMA_EXISTS, create_schema
 from exporter.target import Target
@@ -81,6 +85,44 @@ async def prepare_schema(conninfo: str, settings: Settings) -> None:
             await conn.execute(RELEASE_SETUP_LOCK, (SETUP_LOCK_KEY, schema))
 
 
+def postgres_saver(
+    pool: AsyncConnectionPool[AsyncConnection[DictRow]], settings: Settings, metrics: SaverMetrics
+) -> Any:
+    """The saver over the application's pool: one ``AsyncPostgresSaver``, or a router.
+
+    A router when the settings ask for several shards or for a rollout below 100 %: it holds
+    ``saver_shards`` savers over the pool (each lock timed on its own, as the one saver's is)
+    and, below 100 %, an in-memory saver for the threads the rollout leaves out.
+    """
+    shards = [AsyncPostgresSaver(conn=pool) for _ in range(settings.saver_shards)]
+    percent = settings.rollout_percent
+    if len(shards) == 1 and percent >= 100:
+        return shards[0]
+    for shard in shards:
+        time_lock(shard, metrics)
+    memory = InMemorySaver() if percent < 100 else None
+    placement = Placement(percent, settings.rollout_include, settings.rollout_include_key)
+    return routing_saver(
+        shards=shards,
+        memory=memory,
+        placement=placement,
+        in_postgres=thread_finder(pool) if memory is not None else None,
+        in_memory=(lambda thread_id: thread_id in memory.storage) if memory is not None else None,
+    )
+
+
+def thread_finder(pool: AsyncConnectionPool[Any]) -> Callable[[str], Coroutine[Any, Any, bool]]:
+    """Whether PostgreSQL holds checkpoints of a thread: where a router finds old threads."""
+
+    async def in_postgres(thread_id: str) -> bool:
+        async with pool.connection() as conn:
+            cursor = await conn.execute(THREAD_EXISTS, (thread_id,))
+            row = await cursor.fetchone()
+        return bool(row and row["exists"])
+
+    return in_postgres
+
+
 @asynccontextmanager
 async def build_checkpointer(
     settings: Settings,
@@ -126,7 +168,7 @@ async def build_checkpointer(
             yield wrap_saver(InMemorySaver(), metrics, observer, backend)
             return
         stack.push_async_callback(pool.close)
-        saver: Any = AsyncPostgresSaver(conn=pool)
+        saver = postgres_saver(pool, settings, metrics)
         tracker = None
         if settings.tracking:
             tracker = WorkflowTracker(
@@ -145,6 +187,8 @@ async def build_checkpointer(
             schema=schema,
             connection_string=redact(conninfo),
             pool_max_size=settings.pool_max_size,
+            shards=settings.saver_shards,
+            rollout_percent=settings.rollout_percent,
         )
         backend = Backend(POSTGRES, schema, conninfo, pool)
         yield wrap_saver(saver, metrics, observer, backend, tracker)

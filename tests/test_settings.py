@@ -53,6 +53,10 @@ GOOD: dict[str, tuple[str, Any]] = {
     "prepare_threshold": ("none", None),
     "application_name": ("my-agent", "my-agent"),
     "fallback_to_memory": ("true", True),
+    "rollout_percent": ("12.5", 12.5),
+    "rollout_include": ("internal-*, qa-?", ("internal-*", "qa-?")),
+    "rollout_include_key": ("canary_cohort", "canary_cohort"),
+    "saver_shards": ("4", 4),
     "connect_timeout": ("250ms", 0.25),
     "collector_timeout": ("1m", 60.0),
     "health_timeout": ("500ms", 0.5),
@@ -96,6 +100,10 @@ OTHER: dict[str, tuple[str, Any]] = {
     "prepare_threshold": ("7", 7),
     "application_name": ("other-agent", "other-agent"),
     "fallback_to_memory": ("off", False),
+    "rollout_percent": ("0", 0.0),
+    "rollout_include": ("", ()),
+    "rollout_include_key": ("", None),
+    "saver_shards": ("64", 64),
     "connect_timeout": ("3s", 3.0),
     "collector_timeout": ("500ms", 0.5),
     "health_timeout": ("2s", 2.0),
@@ -561,7 +569,15 @@ def test_error_names_variable_and_flag() -> None:
 def test_unset_settings_described_in_parentheses() -> None:
     """Settings whose documented default is a description have no value when unset."""
     described = {spec.field for spec in SPECS if spec.default.startswith("(")}
-    assert described == {"postgres_connection_string", "web_config_file", "migrations_expected"}
+    assert described == {
+        "postgres_connection_string",
+        "web_config_file",
+        "migrations_expected",
+        "rollout_include",
+        "rollout_include_key",
+    }
+    assert Settings().rollout_include == ()
+    assert Settings.load({}, {"rollout_include_key": " "}).rollout_include_key is None
     assert Settings().migrations_expected is None
     assert Settings.load({}, {"migrations_expected": " "}).migrations_expected is None
     assert Settings().postgres_connection_string is None

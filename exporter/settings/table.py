@@ -14,7 +14,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from exporter.settings.parsers import Boolean, Choice, DurationIn, IntegerIn, IntegerOrNone
+from exporter.settings.parsers import (
+    Boolean,
+    Choice,
+    DurationIn,
+    IntegerIn,
+    IntegerOrNone,
+    NumberIn,
+)
 from exporter.settings.spec import Computed, SettingsError, Spec, read, setting, specs
 from exporter.settings.values import (
     COLLECTORS,
@@ -25,6 +32,8 @@ from exporter.settings.values import (
     ListenAddress,
     ListenAddressParser,
     LiteralPath,
+    OptionalKey,
+    Patterns,
     Schema,
     WebConfigFile,
     default_data_dir,
@@ -172,6 +181,41 @@ class Settings:
         env=f"{PREFIX}APPLICATION_NAME",
         flag="--pool.application-name",
         help="application_name of checkpointer connections, as seen in pg_stat_activity.",
+    )
+    rollout_percent: float = setting(
+        NumberIn(0, 100),
+        100.0,
+        env=f"{PREFIX}ROLLOUT_PERCENT",
+        flag="--rollout.percent",
+        help="Share of new threads saved in PostgreSQL, the rest in memory (with "
+        "USE_POSTGRES_SAVER=true). A thread stays where its checkpoints are, whatever the "
+        "percent later says.",
+    )
+    rollout_include: tuple[str, ...] = setting(
+        Patterns(),
+        (),
+        env=f"{PREFIX}ROLLOUT_INCLUDE",
+        flag="--rollout.include",
+        help="Thread ids (comma-separated shell patterns, e.g. `internal-*`) always saved in "
+        "PostgreSQL, whatever the percent.",
+        shown="(none)",
+    )
+    rollout_include_key: str | None = setting(
+        OptionalKey(),
+        None,
+        env=f"{PREFIX}ROLLOUT_INCLUDE_KEY",
+        flag="--rollout.include-key",
+        help="A key of the run's configurable or metadata whose true value saves the thread in "
+        "PostgreSQL, whatever the percent.",
+        shown="(none)",
+    )
+    saver_shards: int = setting(
+        IntegerIn(1, 64),
+        1,
+        env=f"{PREFIX}SAVER_SHARDS",
+        flag="--saver.shards",
+        help="AsyncPostgresSaver instances over the one pool, each thread always on the same "
+        "one: each holds its own lock, so workflows on different shards do not queue for one.",
     )
     fallback_to_memory: bool = setting(
         Boolean(),

@@ -20,6 +20,8 @@ from exporter.redact import register_secret
 from exporter.web_config import WebConfig, load_web_config
 
 # Every collector, by name; `exporter.collectors.ALL` must hold exactly these (a test checks).
+_KEY = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
+
 COLLECTORS = (
     "activity",
     "canary",
@@ -296,3 +298,37 @@ class WebConfigFile:
 
     def show(self, value: WebConfig | None) -> str:
         return "" if value is None else str(value.path)
+
+
+@dataclass(frozen=True, slots=True)
+class Patterns:
+    """Comma-separated shell patterns (``internal-*``); empty for none."""
+
+    def __call__(self, raw: str) -> tuple[str, ...]:
+        return self.validate(tuple(item.strip() for item in raw.split(",") if item.strip()))
+
+    def validate(self, value: object) -> tuple[str, ...]:
+        if not isinstance(value, tuple) or not all(isinstance(p, str) and p for p in value):
+            raise ValueError(f"expected a tuple of patterns, got {value!r}")
+        return value
+
+    def show(self, value: tuple[str, ...]) -> str:
+        return ",".join(value)
+
+
+@dataclass(frozen=True, slots=True)
+class OptionalKey:
+    """A key of a run's configurable or metadata, letters, digits, ``_``, ``-`` or ``.``."""
+
+    def __call__(self, raw: str) -> str | None:
+        return self.validate(raw.strip() or None)
+
+    def validate(self, value: object) -> str | None:
+        if value is None:
+            return None
+        if not isinstance(value, str) or not _KEY.match(value):
+            raise ValueError(f"expected a key of letters, digits, _, - or ., got {value!r}")
+        return value
+
+    def show(self, value: str | None) -> str:
+        return value or ""

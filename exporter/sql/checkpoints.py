@@ -23,6 +23,10 @@ DATA_TABLES: Final = TABLES[:3]
 # LangGraph records each migration it ran as a row `v`; the highest is the schema's level.
 MIGRATION_LEVEL: Final = "SELECT max(v) AS v FROM {table}"
 
+# Whether a thread has checkpoints, on the checkpointer's pool (the schema is on its path):
+# a routing saver asks it once per process for each thread it has not placed yet.
+THREAD_EXISTS: Final = "SELECT EXISTS (SELECT 1 FROM checkpoints WHERE thread_id = %s) AS exists"
+
 
 def migration_level(schema: str) -> bytes:
     """:data:`MIGRATION_LEVEL` of ``schema``: one row, ``v`` NULL while none is recorded."""

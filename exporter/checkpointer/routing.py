@@ -1,0 +1,396 @@
+"""A saver that sends each thread to one of several savers: the rollout, and the shards.
+
+Two uses of one mechanism. The rollout sends a share of new threads to PostgreSQL and the rest
+to memory (:class:`~exporter.checkpointer.placement.Placement`). The shards are several
+``AsyncPostgresSaver`` instances over one pool: each holds its own lock around every query, so
+threads on different shards no longer queue behind one another.
+
+A thread is served by one saver for as long as it lives, so its calls stay ordered as on a
+single saver. Where it goes is decided once per process, the first time it is seen: a thread
+with checkpoints in memory stays in memory, one with checkpoints in PostgreSQL stays there
+(whatever the percent now says, so changing it never moves a live thread, and going back to
+0 % leaves every PostgreSQL thread readable and resumable); only a new thread is placed by the
+rollout. Its shard is a hash of its id.
+
+Like the instrumented proxy, the class is built per combination of saver types and defines
+only the methods every one of them overrides: what LangGraph and the conformance suite detect
+as capabilities is what every thread can be given.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import heapq
+import threading
+from collections.abc import AsyncIterator, Callable, Collection, Coroutine, Iterator, Sequence
+from typing import Any, Final
+
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import BaseCheckpointSaver, CheckpointTuple
+from langgraph.checkpoint.serde.base import SerializerProtocol
+
+from exporter.checkpointer.instrumented import overrides
+from exporter.checkpointer.placement import Placement, shard
+
+# Threads whose saver is remembered; one forgotten is found again where its checkpoints are.
+REMEMBERED: Final = 65_536
+
+Saver = BaseCheckpointSaver[Any]
+
+
+def _thread(config: RunnableConfig | None) -> str | None:
+    if config is None:
+        return None
+    value = config.get("configurable", {}).get("thread_id")
+    return None if value is None else str(value)
+
+
+def _newest_first(item: CheckpointTuple) -> tuple[str, ...]:
+    # heapq.merge takes ascending keys: invert each character of the checkpoint id.
+    return tuple(chr(0x10FFFF - ord(c)) for c in item.config["configurable"]["checkpoint_id"])
+
+
+class RoutingSaver(BaseCheckpointSaver[Any]):
+    """Base of the per-types routers made by :func:`routing_saver`; never instantiated directly.
+
+    ``in_postgres(thread_id)`` answers whether PostgreSQL holds checkpoints of a thread (on
+    the shards' event loop); ``in_memory(thread_id)`` the same of the memory saver.
+    """
+
+    def __init__(
+        self,
+        *,
+        shards: Sequence[Saver],
+        memory: Saver | None,
+        placement: Placement,
+        in_postgres: Callable[[str], Coroutine[Any, Any, bool]] | None,
+        in_memory: Callable[[str], bool] | None,
+        remembered: int = REMEMBERED,
+    ) -> None:
+        # BaseCheckpointSaver.__init__ is not called: each saver keeps its own serializer.
+        if not shards and memory is None:
+            raise ValueError("a routing saver needs at least one saver")
+        self.shards = tuple(shards)
+        self.memory = memory
+        self.placement = placement
+        self._in_postgres = in_postgres
+        self._in_memory = in_memory
+        self._remembered = remembered
+        self._known: dict[str, Saver] = {}
+        self._lock = threading.Lock()
+        # Each store once: the shards share one database.
+        self.stores: tuple[Saver, ...] = tuple(
+            saver for saver in (memory, self.shards[0] if self.shards else None) if saver
+        )
+
+    @property
+    def serde(self) -> SerializerProtocol:
+        return self.stores[-1].serde
+
+    @serde.setter
+    def serde(self, value: SerializerProtocol) -> None:
+        for saver in (*self.shards, *([self.memory] if self.memory else [])):
+            saver.serde = value
+
+    @property
+    def config_specs(self) -> list[Any]:
+        return self.stores[-1].config_specs
+
+    def with_allowlist(self, extra_allowlist: Collection[tuple[str, ...]]) -> Saver:
+        shards = [saver.with_allowlist(extra_allowlist) for saver in self.shards]
+        memory = self.memory.with_allowlist(extra_allowlist) if self.memory else None
+        return routing_saver(
+            shards=shards,
+            memory=memory,
+            placement=self.placement,
+            in_postgres=self._in_postgres,
+            in_memory=self._in_memory,
+        )
+
+    def saver_for(self, thread_id: str) -> Saver | None:
+        """The saver this process serves ``thread_id`` with, if it has decided."""
+        known = self._known.get(thread_id)
+        if known is None and self.memory is None:
+            return self._shard(thread_id)
+        return known
+
+    def _shard(self, thread_id: str) -> Saver:
+        return self.shards[shard(thread_id, len(self.shards))]
+
+    def _remember(self, thread_id: str, saver: Saver) -> Saver:
+        with self._lock:
+            known = self._known.setdefault(thread_id, saver)
+            while len(self._known) > self._remembered:
+                del self._known[next(iter(self._known))]
+        return known
+
+    def forget(self, thread_id: str) -> None:
+        with self._lock:
+            self._known.pop(thread_id, None)
+
+    def _settled(self, thread_id: str) -> Saver | None:
+        """The saver decided without asking PostgreSQL, if one can be."""
+        known = self._known.get(thread_id)
+        if known is not None:
+            return known
+        if self.memory is None:
+            return self._shard(thread_id)
+        if not self.shards:
+            return self.memory
+        if self._in_memory is not None and self._in_memory(thread_id):
+            return self._remember(thread_id, self.memory)
+        return None
+
+    def _placed(self, thread_id: str, config: RunnableConfig | None, in_postgres: bool) -> Saver:
+        assert self.memory is not None
+        postgres = in_postgres or self.placement.wants_postgres(thread_id, config)
+        return self._remember(thread_id, self._shard(thread_id) if postgres else self.memory)
+
+    async def aroute(self, thread_id: str, config: RunnableConfig | None = None) -> Saver:
+        settled = self._settled(thread_id)
+        if settled is not None:
+            return settled
+        found = self._in_postgres is not None and await self._in_postgres(thread_id)
+        return self._placed(thread_id, config, found)
+
+    def route(self, thread_id: str, config: RunnableConfig | None = None) -> Saver:
+        settled = self._settled(thread_id)
+        if settled is not None:
+            return settled
+        found = False
+        if self._in_postgres is not None:
+            loop = getattr(self.shards[0], "loop", None)
+            if loop is None:
+                raise RuntimeError("the PostgreSQL savers run on no event loop")
+            try:
+                running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+            except RuntimeError:
+                running = None
+            if running is loop:
+                raise asyncio.InvalidStateError(
+                    "Synchronous calls to a routing saver over AsyncPostgresSaver are only "
+                    "allowed from a different thread than its event loop's"
+                )
+            found = asyncio.run_coroutine_threadsafe(self._in_postgres(thread_id), loop).result()
+        return self._placed(thread_id, config, found)
+
+    def __repr__(self) -> str:
+        return f"<routing {len(self.shards)} PostgreSQL savers, memory={self.memory is not None}>"
+
+
+def _routed(name: str) -> Callable[..., Any]:
+    """A method whose first argument (or ``config=``) names the thread."""
+
+    def method(self: RoutingSaver, config: RunnableConfig, *args: Any, **kwargs: Any) -> Any:
+        saver = self.route(_required(config), config)
+        return getattr(saver, name)(config, *args, **kwargs)
+
+    return method
+
+
+def _arouted(name: str) -> Callable[..., Any]:
+    async def method(self: RoutingSaver, config: RunnableConfig, *args: Any, **kwargs: Any) -> Any:
+        saver = await self.aroute(_required(config), config)
+        return await getattr(saver, name)(config, *args, **kwargs)
+
+    return method
+
+
+def _required(config: RunnableConfig) -> str:
+    thread = _thread(config)
+    if thread is None:
+        raise ValueError("the config names no thread_id (configurable.thread_id)")
+    return thread
+
+
+def _delta(self: RoutingSaver, *, config: RunnableConfig, channels: Sequence[str]) -> Any:
+    saver = self.route(_required(config), config)
+    return saver.get_delta_channel_history(config=config, channels=channels)
+
+
+async def _adelta(self: RoutingSaver, *, config: RunnableConfig, channels: Sequence[str]) -> Any:
+    saver = await self.aroute(_required(config), config)
+    return await saver.aget_delta_channel_history(config=config, channels=channels)
+
+
+def _list(
+    self: RoutingSaver,
+    config: RunnableConfig | None,
+    *,
+    filter: dict[str, Any] | None = None,
+    before: RunnableConfig | None = None,
+    limit: int | None = None,
+) -> Iterator[CheckpointTuple]:
+    options: dict[str, Any] = {"filter": filter, "before": before, "limit": limit}
+    thread = _thread(config)
+    if thread is not None:
+        yield from self.route(thread, config).list(config, **options)
+        return
+    if len(self.stores) == 1:
+        yield from self.stores[0].list(config, **options)
+        return
+    streams = [sorted(s.list(config, **options), key=_newest_first) for s in self.stores]
+    merged = heapq.merge(*streams, key=_newest_first)
+    for count, item in enumerate(merged):
+        if limit is not None and count >= limit:
+            return
+        yield item
+
+
+async def _alist(
+    self: RoutingSaver,
+    config: RunnableConfig | None,
+    *,
+    filter: dict[str, Any] | None = None,
+    before: RunnableConfig | None = None,
+    limit: int | None = None,
+) -> AsyncIterator[CheckpointTuple]:
+    options: dict[str, Any] = {"filter": filter, "before": before, "limit": limit}
+    thread = _thread(config)
+    if thread is not None:
+        saver = await self.aroute(thread, config)
+        async for item in saver.alist(config, **options):
+            yield item
+        return
+    if len(self.stores) == 1:
+        async for item in self.stores[0].alist(config, **options):
+            yield item
+        return
+    streams = [
+        sorted([item async for item in s.alist(config, **options)], key=_newest_first)
+        for s in self.stores
+    ]
+    for count, item in enumerate(heapq.merge(*streams, key=_newest_first)):
+        if limit is not None and count >= limit:
+            return
+        yield item
+
+
+def _delete_thread(self: RoutingSaver, thread_id: str) -> None:
+    self.route(str(thread_id)).delete_thread(thread_id)
+    self.forget(str(thread_id))
+
+
+async def _adelete_thread(self: RoutingSaver, thread_id: str) -> None:
+    await (await self.aroute(str(thread_id))).adelete_thread(thread_id)
+    self.forget(str(thread_id))
+
+
+def _by_saver(pairs: Sequence[tuple[Saver, str]]) -> dict[int, tuple[Saver, list[str]]]:
+    grouped: dict[int, tuple[Saver, list[str]]] = {}
+    for saver, thread in pairs:
+        grouped.setdefault(id(saver), (saver, []))[1].append(thread)
+    return grouped
+
+
+def _prune(self: RoutingSaver, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
+    pairs = [(self.route(str(t)), t) for t in thread_ids]
+    for saver, threads in _by_saver(pairs).values():
+        saver.prune(threads, strategy=strategy)
+
+
+async def _aprune(
+    self: RoutingSaver, thread_ids: Sequence[str], *, strategy: str = "keep_latest"
+) -> None:
+    pairs = [(await self.aroute(str(t)), t) for t in thread_ids]
+    for saver, threads in _by_saver(pairs).values():
+        await saver.aprune(threads, strategy=strategy)
+
+
+def _copy_thread(self: RoutingSaver, source_thread_id: str, target_thread_id: str) -> None:
+    source = self.route(str(source_thread_id))
+    if self.route(str(target_thread_id)) is not source:
+        raise NotImplementedError("copying a thread between two savers is not supported")
+    source.copy_thread(source_thread_id, target_thread_id)
+
+
+async def _acopy_thread(self: RoutingSaver, source_thread_id: str, target_thread_id: str) -> None:
+    source = await self.aroute(str(source_thread_id))
+    if await self.aroute(str(target_thread_id)) is not source:
+        raise NotImplementedError("copying a thread between two savers is not supported")
+    await source.acopy_thread(source_thread_id, target_thread_id)
+
+
+def _delete_for_runs(self: RoutingSaver, run_ids: Sequence[str]) -> None:
+    for saver in self.stores:
+        saver.delete_for_runs(run_ids)
+
+
+async def _adelete_for_runs(self: RoutingSaver, run_ids: Sequence[str]) -> None:
+    for saver in self.stores:
+        await saver.adelete_for_runs(run_ids)
+
+
+def _get_next_version(self: RoutingSaver, current: Any, channel: None) -> Any:
+    # Every saver of LangGraph numbers versions alike; a thread's stay on one saver.
+    return self.stores[-1].get_next_version(current, channel)
+
+
+METHODS: Final[dict[str, Callable[..., Any]]] = {
+    "get": _routed("get"),
+    "get_tuple": _routed("get_tuple"),
+    "put": _routed("put"),
+    "put_writes": _routed("put_writes"),
+    "aget": _arouted("aget"),
+    "aget_tuple": _arouted("aget_tuple"),
+    "aput": _arouted("aput"),
+    "aput_writes": _arouted("aput_writes"),
+    "get_delta_channel_history": _delta,
+    "aget_delta_channel_history": _adelta,
+    "list": _list,
+    "alist": _alist,
+    "delete_thread": _delete_thread,
+    "adelete_thread": _adelete_thread,
+    "prune": _prune,
+    "aprune": _aprune,
+    "copy_thread": _copy_thread,
+    "acopy_thread": _acopy_thread,
+    "delete_for_runs": _delete_for_runs,
+    "adelete_for_runs": _adelete_for_runs,
+    "get_next_version": _get_next_version,
+}
+
+_classes: dict[tuple[type[Any], ...], type[RoutingSaver]] = {}
+_classes_lock = threading.Lock()
+
+
+def _inner_type(saver: Saver) -> type[Any]:
+    inner = getattr(saver, "inner", None)  # an instrumented proxy: its class mirrors the inner
+    return type(saver) if inner is None else type(inner)
+
+
+def routing_class(types: Sequence[type[Any]]) -> type[RoutingSaver]:
+    """The router class for savers of ``types``: the methods all of them override."""
+    key = tuple(sorted(set(types), key=lambda t: (t.__module__, t.__qualname__)))
+    with _classes_lock:
+        cls = _classes.get(key)
+        if cls is None:
+            namespace = {
+                name: functools.wraps(getattr(BaseCheckpointSaver, name))(method)
+                for name, method in METHODS.items()
+                if all(overrides(t, name) for t in key)
+            }
+            name = "Routing" + "".join(t.__name__ for t in key)
+            cls = type(name, (RoutingSaver,), namespace)
+            _classes[key] = cls
+        return cls
+
+
+def routing_saver(
+    *,
+    shards: Sequence[Saver],
+    memory: Saver | None,
+    placement: Placement,
+    in_postgres: Callable[[str], Coroutine[Any, Any, bool]] | None,
+    in_memory: Callable[[str], bool] | None,
+) -> RoutingSaver:
+    """A router over ``shards`` (PostgreSQL savers of one database) and ``memory``."""
+    types = [_inner_type(s) for s in (*shards, *([memory] if memory is not None else []))]
+    return routing_class(types)(
+        shards=shards,
+        memory=memory,
+        placement=placement,
+        in_postgres=in_postgres,
+        in_memory=in_memory,
+    )
