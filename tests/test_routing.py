@@ -281,3 +281,26 @@ def test_a_bad_percent_or_shard_count_is_one_line(dsn: str) -> None:
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1
         assert name in lines[0]
+
+
+async def test_sync_calls_from_another_thread_are_routed_alike(
+    prepared: Settings, dsn: str
+) -> None:
+    """graph.invoke in worker threads at 50 %: each thread lands where the async path would
+    put it, and an unplaced thread's sync call on the event loop's thread is refused."""
+    settings = prepared.replace(rollout_percent=50.0, saver_shards=2)
+    async with build_checkpointer(settings, registry=CollectorRegistry()) as saver:
+        graph = review_graph(saver)
+        threads = [f"sync-{i}" for i in range(10)]
+        for thread in threads:
+            await asyncio.to_thread(graph.invoke, {"n": 1}, config(thread))
+        router = saver.inner
+        assert isinstance(router, RoutingSaver)
+        for thread in threads:
+            expected_postgres = bucket(thread) < 50.0
+            assert (router.saver_for(thread) is not router.memory) is expected_postgres
+            assert (await graph.aget_state(config(thread))).values["n"] >= 1
+        stored = await stored_threads(dsn, settings.postgres_schema)
+        assert stored == {t for t in threads if bucket(t) < 50.0}
+        with pytest.raises(asyncio.InvalidStateError):
+            router.route("never-seen")
