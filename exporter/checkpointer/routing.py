@@ -10,7 +10,8 @@ single saver. Where it goes is decided once per process, the first time it is se
 with checkpoints in memory stays in memory, one with checkpoints in PostgreSQL stays there
 (whatever the percent now says, so changing it never moves a live thread, and going back to
 0 % leaves every PostgreSQL thread readable and resumable); only a new thread is placed by the
-rollout. Its shard is a hash of its id.
+rollout. Below 100 %, finding a thread costs one indexed query the first time a process sees
+it. Its shard is a hash of its id.
 
 Like the instrumented proxy, the class is built per combination of saver types and defines
 only the methods every one of them overrides: what LangGraph and the conformance suite detect
