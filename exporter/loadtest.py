@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from time import monotonic
 from typing import Any
 
+from langgraph.graph.state import CompiledStateGraph
 from prometheus_client import REGISTRY, CollectorRegistry
 from psycopg import AsyncConnection
 
@@ -162,6 +163,48 @@ def render_text(report: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
+@dataclass(slots=True)
+class Tally:
+    """Workflows finished so far; readable while they run."""
+
+    completed: int = 0
+    failed: int = 0
+
+
+async def run_workflows(
+    graph: CompiledStateGraph[Any, Any, Any, Any],
+    workflows: int,
+    duration: float,
+    prefix: str,
+    tally: Tally | None = None,
+) -> Tally:
+    """Keep ``workflows`` workflows in flight (closed loop) for ``duration`` seconds, each
+    run to its end and read back.
+
+    The counts go into ``tally`` as each workflow ends (one under way at the deadline is run
+    to its end), so a caller timing a window of the run reads them there.
+    """
+    tally = Tally() if tally is None else tally
+    deadline = monotonic() + duration
+
+    async def worker(index: int) -> None:
+        while monotonic() < deadline:
+            thread_id = f"{prefix}{index}-{uuid.uuid4()}"
+            config: Any = {"configurable": {"thread_id": thread_id}}
+            try:
+                await graph.ainvoke(initial_state(f"task {thread_id}"), config)
+                # Read the workflow back, as a status page or a resume would.
+                await graph.aget_state(config)
+            except Exception as exc:
+                tally.failed += 1
+                log.warning("workflow_failed", error=type(exc).__name__)
+            else:
+                tally.completed += 1
+
+    await asyncio.gather(*(worker(i) for i in range(workflows)))
+    return tally
+
+
 async def run_loadtest(
     settings: Settings, options: LoadtestOptions, registry: CollectorRegistry | None = None
 ) -> dict[str, Any]:
@@ -176,28 +219,9 @@ async def run_loadtest(
             await sidecar.start()
         try:
             graph = compile_workflow(saver, options.think_time, options.state_kb)
-            done = failed = 0
-            started = monotonic()
-            deadline = started + options.duration
-
             prefix = f"loadtest-{uuid.uuid4().hex[:8]}-"
-
-            async def worker(index: int) -> None:
-                nonlocal done, failed
-                while monotonic() < deadline:
-                    thread_id = f"{prefix}{index}-{uuid.uuid4()}"
-                    config: Any = {"configurable": {"thread_id": thread_id}}
-                    try:
-                        await graph.ainvoke(initial_state(f"task {thread_id}"), config)
-                        # Read the workflow back, as a status page or a resume would.
-                        await graph.aget_state(config)
-                    except Exception as exc:
-                        failed += 1
-                        log.warning("workflow_failed", error=type(exc).__name__)
-                    else:
-                        done += 1
-
-            await asyncio.gather(*(worker(i) for i in range(options.workflows)))
+            started = monotonic()
+            tally = await run_workflows(graph, options.workflows, options.duration, prefix)
             elapsed = monotonic() - started
         finally:
             if sidecar is not None:
@@ -206,8 +230,8 @@ async def run_loadtest(
         report = summarize(
             recorder,
             elapsed=elapsed,
-            workflows_done=done,
-            workflows_failed=failed,
+            workflows_done=tally.completed,
+            workflows_failed=tally.failed,
             options=options,
             checkpointer=backend.checkpointer if backend else saver.saver_name,
         )
