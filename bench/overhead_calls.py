@@ -48,6 +48,8 @@ LOCK_ROW: Final = "saver lock"
 Block = Callable[[int], int]
 """Runs ``n`` calls and returns the nanoseconds they took."""
 Reset = Callable[[], None]
+Blocks = dict[str, tuple[Block, Reset]]
+"""Each operation's timed block on one side, with the untimed reset to run before it."""
 
 
 def _nothing() -> None:
@@ -86,13 +88,14 @@ def realistic_inputs() -> Inputs:
 
 def saver_blocks(
     saver: BaseCheckpointSaver[Any],
-    store: InMemorySaver,
+    stores: Sequence[InMemorySaver],
     inputs: Inputs,
     loop: asyncio.AbstractEventLoop,
-) -> dict[str, tuple[Block, Reset]]:
+) -> Blocks:
     """Each operation's timed block on ``saver``, with the untimed reset to run before it.
 
-    ``store`` is the ``InMemorySaver`` holding the data (``saver`` itself, or the one it wraps).
+    ``stores`` are the ``InMemorySaver`` instances that may hold the data (``saver`` itself,
+    the one it wraps, or those a router sends threads to).
     """
     config, checkpoint, metadata, versions = (
         inputs.config,
@@ -150,7 +153,8 @@ def saver_blocks(
         return perf_counter_ns() - started
 
     def clear_writes() -> None:
-        store.writes.clear()
+        for store in stores:
+            store.writes.clear()
 
     return {
         "put": (put, _nothing),
@@ -202,6 +206,9 @@ def calls_per_block(block: Block, reset: Reset) -> int:
 
 @dataclass(slots=True)
 class MicroResult:
+    """One operation's interleaved blocks; ``instrumented_ns`` holds the side compared with
+    the raw one, whatever wraps it (the instrumented proxy, a router)."""
+
     operation: str
     calls_per_rep: int
     raw_ns: list[float]
@@ -227,6 +234,23 @@ class MicroResult:
         }
 
 
+def interleave(raw: Blocks, other: Blocks, reps: int) -> list[MicroResult]:
+    """``reps`` blocks of each operation on each side, alternating which side goes first."""
+    results: list[MicroResult] = []
+    for operation in raw:
+        gc.collect()
+        n = calls_per_block(*raw[operation])
+        result = MicroResult(operation, n, [], [])
+        for side in (raw, other):  # warm both, untimed
+            timed(*side[operation], n // 4 or 1)
+        for rep in range(reps):
+            for side in (raw, other) if rep % 2 == 0 else (other, raw):
+                per_call = timed(*side[operation], n)
+                (result.raw_ns if side is raw else result.instrumented_ns).append(per_call)
+        results.append(result)
+    return results
+
+
 def measure_calls(reps: int) -> list[MicroResult]:
     """Interleaved blocks of raw and instrumented calls; the last row is the saver's lock."""
     inputs = realistic_inputs()
@@ -237,28 +261,13 @@ def measure_calls(reps: int) -> list[MicroResult]:
     time_lock(holder, saver_metrics(CollectorRegistry()))
     loop = asyncio.new_event_loop()
     try:
-        sides = {
-            "raw": saver_blocks(raw_store, raw_store, inputs, loop),
-            "instrumented": saver_blocks(wrapped, wrapped_store, inputs, loop),
-        }
-        sides["raw"][LOCK_ROW] = (lock_block(asyncio.Lock(), loop), _nothing)
-        sides["instrumented"][LOCK_ROW] = (lock_block(holder.lock, loop), _nothing)
-        results: list[MicroResult] = []
-        for operation in sides["raw"]:
-            gc.collect()
-            n = calls_per_block(*sides["raw"][operation])
-            result = MicroResult(operation, n, [], [])
-            for side in sides.values():  # warm both, untimed
-                timed(*side[operation], n // 4 or 1)
-            for rep in range(reps):
-                order = ("raw", "instrumented") if rep % 2 == 0 else ("instrumented", "raw")
-                for name in order:
-                    per_call = timed(*sides[name][operation], n)
-                    (result.raw_ns if name == "raw" else result.instrumented_ns).append(per_call)
-            results.append(result)
+        raw = saver_blocks(raw_store, [raw_store], inputs, loop)
+        instrumented = saver_blocks(wrapped, [wrapped_store], inputs, loop)
+        raw[LOCK_ROW] = (lock_block(asyncio.Lock(), loop), _nothing)
+        instrumented[LOCK_ROW] = (lock_block(holder.lock, loop), _nothing)
+        return interleave(raw, instrumented, reps)
     finally:
         loop.close()
-    return results
 
 
 def verdict(calls: list[MicroResult]) -> dict[str, Any] | None:
