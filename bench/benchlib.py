@@ -165,6 +165,18 @@ def environment(code: dict[str, Any] | None = None) -> dict[str, Any]:
     }
 
 
+async def fresh_schema(url: str, schema: str) -> Settings:
+    """Drop ``schema`` and make it again through the factory; the settings that name it."""
+    settings = Settings(postgres_connection_string=url, postgres_schema=schema)
+    kwargs = checkpointer_connect_kwargs(url, settings)
+    async with await AsyncConnection.connect(url, **kwargs) as conn:
+        await conn.execute(
+            sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema))
+        )
+    await prepare_schema(url, settings)
+    return settings
+
+
 @asynccontextmanager
 async def paired_pools(
     data_dir: Path, schema: str
@@ -174,13 +186,7 @@ async def paired_pools(
     One pool per side of a side-by-side comparison, so neither side queues behind the other.
     """
     async with embedded_database(data_dir) as url:
-        settings = Settings(postgres_connection_string=url, postgres_schema=schema)
-        kwargs = checkpointer_connect_kwargs(url, settings)
-        async with await AsyncConnection.connect(url, **kwargs) as conn:
-            await conn.execute(
-                sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema))
-            )
-        await prepare_schema(url, settings)
+        settings = await fresh_schema(url, schema)
         async with AsyncExitStack() as stack:
             pools = []
             for _ in range(2):
@@ -190,8 +196,23 @@ async def paired_pools(
             yield url, settings, pools[0], pools[1]
 
 
-def run_main(main: Coroutine[Any, Any, T], script: str) -> T | int:
-    """Run ``main``; SIGTERM cancels it as Ctrl-C does, so every ``finally`` still runs.
+def uvloop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's event loop where it is installed: what ``checkpoint-exporter`` runs on
+    (``exporter.cli.run``), for a benchmark that stands for the command."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
+
+
+def run_main(
+    main: Coroutine[Any, Any, T],
+    script: str,
+    loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None,
+) -> T | int:
+    """Run ``main`` (on ``loop_factory``'s loop, asyncio's by default); SIGTERM cancels it as
+    Ctrl-C does, so every ``finally`` still runs.
 
     A :class:`BenchError` is one line on stderr and status 1; an interruption, status 130.
     """
@@ -203,7 +224,8 @@ def run_main(main: Coroutine[Any, Any, T], script: str) -> T | int:
         return await main
 
     try:
-        return asyncio.run(cancellable())
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            return runner.run(cancellable())
     except BenchError as exc:
         print(f"{script}: error: {exc}", file=sys.stderr)
         return 1
@@ -228,6 +250,7 @@ def report_main(
     render: Callable[[R], list[str]],
     *,
     as_json: bool,
+    loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None,
 ) -> int:
     """The end every report-printing benchmark shares: run in a scratch directory, then print.
 
@@ -238,7 +261,7 @@ def report_main(
     env = environment(code_under_test("exporter/", (ROOT / "exporter").rglob("*.py")))
     prefix = "bench-" + Path(script).stem.replace("_", "-") + "-"
     with tempfile.TemporaryDirectory(prefix=prefix) as scratch:
-        result = run_main(run(Path(scratch)), script)
+        result = run_main(run(Path(scratch)), script, loop_factory)
     if isinstance(result, int):
         return result
     postgres, report = result
