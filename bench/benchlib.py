@@ -51,6 +51,7 @@ ROOT: Final = Path(__file__).resolve().parents[1]
 # Below six pairs no two order statistics bracket the median with 95 % confidence.
 MIN_PAIRS: Final = 6
 SEED_CONCURRENCY: Final = 8
+CLOCK_TICKS: Final = os.sysconf("SC_CLK_TCK")
 # Variables that would move a child away from the defaults a benchmark promises.
 
 T = TypeVar("T")
@@ -298,6 +299,31 @@ async def run_collectors(
 # --------------------------------------------------------------------------------------
 # Processes
 # --------------------------------------------------------------------------------------
+
+
+def tree_cpu(parent: int) -> dict[int, float]:
+    """CPU seconds of ``parent`` and of each of its children, by pid (Linux: from /proc).
+
+    For the embedded PostgreSQL: the postmaster and its backends and workers. Compare two
+    readings pid by pid; a child that ends between them takes its seconds with it.
+    """
+    found: dict[int, float] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:  # the process ended while we looked
+            continue
+        fields = text[text.rindex(")") + 2 :].split()  # from the state on, after the name
+        pid = int(stat.parent.name)
+        if pid == parent or int(fields[1]) == parent:
+            found[pid] = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    return found
+
+
+def machine_cpu() -> tuple[int, int]:
+    """Busy and total clock ticks of all cores so far (from /proc/stat), neighbours included."""
+    ticks = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    return sum(ticks) - ticks[3] - ticks[4], sum(ticks)  # idle and iowait are not busy
 
 
 @dataclass(frozen=True, slots=True)

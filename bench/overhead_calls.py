@@ -291,12 +291,10 @@ def verdict_line(v: dict[str, Any]) -> str:
     )
 
 
-def render_calls(calls: list[MicroResult]) -> list[str]:
+def call_rows(calls: list[MicroResult], sides: tuple[str, str] = ("raw", "ins")) -> list[str]:
+    """The per-operation table, its two sides' columns headed ``sides``."""
     lines = [
-        "2. Per call over InMemorySaver, hot loops (medians of interleaved blocks; "
-        "added = median of the paired differences)",
-        "",
-        f"   {'operation':<12}{'calls/block':>12}{'raw us':>9}{'ins us':>9}"
+        f"   {'operation':<12}{'calls/block':>12}{sides[0] + ' us':>9}{sides[1] + ' us':>9}"
         f"{'added us':>10}  ~95 % interval",
     ]
     for c in calls:
@@ -306,8 +304,15 @@ def render_calls(calls: list[MicroResult]) -> list[str]:
             f"{d['instrumented_us']:>9.2f}{d['added_us']:>10.2f}  "
             f"{span(d['added_us_interval'], '.2f')}"
         )
+    return lines
+
+
+def render_calls(calls: list[MicroResult]) -> list[str]:
     return [
-        *lines,
+        "2. Per call over InMemorySaver, hot loops (medians of interleaved blocks; "
+        "added = median of the paired differences)",
+        "",
+        *call_rows(calls),
         f"   ({LOCK_ROW}: asyncio.Lock against the timed lock instrument() swaps into "
         "AsyncPostgresSaver; not part of the in-memory verdict)",
         "",
