@@ -70,6 +70,12 @@ class Call:
         if self.once:
             self.owner._finish(self)
 
+    def serve(self, stats: OperationStats) -> None:
+        """Record the call under ``stats`` from now on: its saver was decided after it began."""
+        stats.begin()
+        self.stats.moved()
+        self.stats = stats
+
     def add_lock_wait(self, waited: float) -> None:
         self.lock_wait += waited
         self.locked = True

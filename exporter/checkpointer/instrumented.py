@@ -5,13 +5,19 @@ type overrides: LangGraph and tools detect capabilities by class attribute, so
 a method the inner saver inherits from ``BaseCheckpointSaver`` stays inherited
 here too. Real signatures are kept (``functools.wraps``), generators stay
 generators, and exceptions and return values pass through untouched.
+
+A saver that hands each call to one of several savers (the routing saver) may say
+which one serves a call (:class:`Dispatcher`); its proxy then records each call
+under the type of that saver, so the ``saver`` label names the backend that did the
+work. Only such a saver's proxy class has those methods: a plain saver's calls take
+the same path as before.
 """
 
 from __future__ import annotations
 
 import functools
 import threading
-from collections.abc import AsyncIterator, Callable, Collection, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import Enum
@@ -25,7 +31,7 @@ from typing_extensions import TypeVar
 from exporter.checkpointer.backend import Backend
 from exporter.checkpointer.call import Call
 from exporter.checkpointer.locks import time_lock
-from exporter.checkpointer.metrics import SaverMetrics, saver_metrics
+from exporter.checkpointer.metrics import OperationStats, SaverMetrics, saver_metrics
 from exporter.checkpointer.payload import measure_serde
 from exporter.redact import redact
 
@@ -40,6 +46,37 @@ class SaverListener(Protocol):
         kwargs: Mapping[str, Any],
         error: str | None,
     ) -> None: ...
+
+
+class Dispatcher(Protocol):
+    """A saver that hands each call to one of several savers, and says which serves it.
+
+    ``stores`` holds a saver of every type a call may go to (their stats are exported, as
+    zero, from the start). ``served_by`` answers without I/O, and is None when it cannot
+    yet: then the proxy asks ``place`` (or ``aplace``) inside the call's own timing, since
+    deciding may query the store. A call no one saver serves stays None, and is recorded
+    under the dispatcher's own type. ``method`` is the name of the method called.
+    """
+
+    @property
+    def stores(self) -> Sequence[BaseCheckpointSaver[Any]]: ...
+
+    def served_by(
+        self, method: str, args: tuple[Any, ...], kwargs: Mapping[str, Any]
+    ) -> BaseCheckpointSaver[Any] | None: ...
+
+    def place(
+        self, method: str, args: tuple[Any, ...], kwargs: Mapping[str, Any]
+    ) -> BaseCheckpointSaver[Any] | None: ...
+
+    async def aplace(
+        self, method: str, args: tuple[Any, ...], kwargs: Mapping[str, Any]
+    ) -> BaseCheckpointSaver[Any] | None: ...
+
+
+def dispatches(cls: type[Any]) -> bool:
+    """Whether savers of ``cls`` implement :class:`Dispatcher`."""
+    return all(callable(getattr(cls, name, None)) for name in ("served_by", "place", "aplace"))
 
 
 # Any by default: a bare ``InstrumentedSaver`` annotation keeps meaning what it meant.
@@ -132,6 +169,12 @@ class InstrumentedSaver(BaseCheckpointSaver[Any], Generic[L]):
             for name, (operation, _) in TIMED.items()
             if hasattr(type(self), name) and overrides(type(self), name)
         }
+        # A dispatcher's calls, by the type of the saver serving them: those stats too.
+        self._served: dict[type[Any], dict[str, OperationStats]] = {}
+        if dispatches(type(inner)):
+            for store in inner.stores:  # type: ignore[attr-defined]
+                label = type(store).__name__
+                self._served[type(store)] = {op: metrics.stats(op, label) for op in self._stats}
         self._last_error: ErrorRecord | None = None
         # LangGraph calls get_next_version for every channel of every step: bind the inner
         # saver's method on the instance, so calls skip a frame while the class attribute
@@ -149,7 +192,8 @@ class InstrumentedSaver(BaseCheckpointSaver[Any], Generic[L]):
 
     @property
     def saver_name(self) -> str:
-        """The wrapped saver's class name, as in the ``saver`` label."""
+        """The wrapped saver's class name: the ``saver`` label of its calls, unless it is a
+        dispatcher, whose calls are labelled with the saver serving each."""
         return type(self._inner).__name__
 
     @property
@@ -189,6 +233,16 @@ class InstrumentedSaver(BaseCheckpointSaver[Any], Generic[L]):
 
     def __repr__(self) -> str:
         return f"<instrumented {self._inner!r}>"
+
+    def _serving(self, operation: str, saver: BaseCheckpointSaver[Any] | None) -> OperationStats:
+        """The stats of ``operation`` on the saver a dispatcher named (None: its own)."""
+        served = self._served.get(type(saver)) if saver is not None else None
+        return self._stats[operation] if served is None else served[operation]
+
+    def _placed(self, call: Call, saver: BaseCheckpointSaver[Any] | None) -> None:
+        stats = self._serving(call.stats.operation, saver)
+        if stats is not call.stats:
+            call.serve(stats)
 
     def _finish(self, call: Call) -> None:
         stats, exc = call.stats, call.error
@@ -275,6 +329,88 @@ def _timed_async_iterator(name: str, operation: str, fn: Callable[..., Any]) -> 
     return method
 
 
+def _served_sync(name: str, operation: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+    """:func:`_timed_sync` for a dispatcher: recorded under the saver that serves the call."""
+
+    @functools.wraps(fn)
+    def method(self: InstrumentedSaver[Any], *args: Any, **kwargs: Any) -> Any:
+        inner: Any = self._inner
+        stats = self._serving(operation, inner.served_by(name, args, kwargs))
+        with Call(self, stats, args, kwargs) as call:
+            if stats is self._stats[operation]:
+                self._placed(call, inner.place(name, args, kwargs))
+            return getattr(inner, name)(*args, **kwargs)
+
+    return method
+
+
+def _served_async(name: str, operation: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(fn)
+    async def method(self: InstrumentedSaver[Any], *args: Any, **kwargs: Any) -> Any:
+        inner: Any = self._inner
+        stats = self._serving(operation, inner.served_by(name, args, kwargs))
+        with Call(self, stats, args, kwargs) as call:
+            if stats is self._stats[operation]:
+                self._placed(call, await inner.aplace(name, args, kwargs))
+            return await getattr(inner, name)(*args, **kwargs)
+
+    return method
+
+
+def _served_iterator(name: str, operation: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(fn)
+    def method(self: InstrumentedSaver[Any], *args: Any, **kwargs: Any) -> Iterator[Any]:
+        inner: Any = self._inner
+        stats = self._serving(operation, inner.served_by(name, args, kwargs))
+        timing = Call(self, stats, args, kwargs, once=False)
+        iterator: Iterator[Any] | None = None
+        try:
+            while True:
+                with timing:
+                    if iterator is None:
+                        if stats is self._stats[operation]:
+                            self._placed(timing, inner.place(name, args, kwargs))
+                        iterator = iter(getattr(inner, name)(*args, **kwargs))
+                    item = next(iterator, _DONE)
+                if item is _DONE:
+                    return
+                yield item
+        finally:
+            close = getattr(iterator, "close", None)
+            if close is not None:
+                close()
+            timing.finish()
+
+    return method
+
+
+def _served_async_iterator(name: str, operation: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(fn)
+    async def method(self: InstrumentedSaver[Any], *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
+        inner: Any = self._inner
+        stats = self._serving(operation, inner.served_by(name, args, kwargs))
+        timing = Call(self, stats, args, kwargs, once=False)
+        iterator: AsyncIterator[Any] | None = None
+        try:
+            while True:
+                with timing:
+                    if iterator is None:
+                        if stats is self._stats[operation]:
+                            self._placed(timing, await inner.aplace(name, args, kwargs))
+                        iterator = aiter(getattr(inner, name)(*args, **kwargs))
+                    item = await anext(iterator, _DONE)
+                if item is _DONE:
+                    return
+                yield item
+        finally:
+            aclose = getattr(iterator, "aclose", None)
+            if aclose is not None:
+                await aclose()
+            timing.finish()
+
+    return method
+
+
 _DONE: Final = object()
 
 _FACTORIES: Final = {
@@ -282,6 +418,12 @@ _FACTORIES: Final = {
     Kind.ASYNC: _timed_async,
     Kind.ITERATOR: _timed_iterator,
     Kind.ASYNC_ITERATOR: _timed_async_iterator,
+}
+_SERVED_FACTORIES: Final = {
+    Kind.SYNC: _served_sync,
+    Kind.ASYNC: _served_async,
+    Kind.ITERATOR: _served_iterator,
+    Kind.ASYNC_ITERATOR: _served_async_iterator,
 }
 
 
@@ -335,9 +477,10 @@ def instrumented_class(inner_type: type[BaseCheckpointSaver[Any]]) -> type[Instr
         if cls is not None:
             return cls
         namespace: dict[str, Any] = {"__module__": __name__}
+        factories = _SERVED_FACTORIES if dispatches(inner_type) else _FACTORIES
         for name, (operation, kind) in TIMED.items():
             if overrides(inner_type, name):
-                namespace[name] = _FACTORIES[kind](name, operation, getattr(inner_type, name))
+                namespace[name] = factories[kind](name, operation, getattr(inner_type, name))
         for name in FORWARDED:
             if overrides(inner_type, name):
                 namespace[name] = _forwarded(name, getattr(inner_type, name))

@@ -128,6 +128,11 @@ class OperationStats:
         with self._lock:
             self.in_flight += 1
 
+    def moved(self) -> None:
+        """A call begun here is recorded under another saver's stats: no longer in flight here."""
+        with self._lock:
+            self.in_flight -= 1
+
     def record(
         self,
         seconds: float,

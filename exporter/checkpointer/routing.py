@@ -24,14 +24,22 @@ import asyncio
 import functools
 import heapq
 import threading
-from collections.abc import AsyncIterator, Callable, Collection, Coroutine, Iterator, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Callable,
+    Collection,
+    Coroutine,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from typing import Any, Final
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import BaseCheckpointSaver, CheckpointTuple
 from langgraph.checkpoint.serde.base import SerializerProtocol
 
-from exporter.checkpointer.instrumented import overrides
+from exporter.checkpointer.instrumented import TIMED, overrides
 from exporter.checkpointer.placement import Placement, shard
 
 # Threads whose saver is remembered; one forgotten is found again where its checkpoints are.
@@ -45,6 +53,38 @@ def _thread(config: RunnableConfig | None) -> str | None:
         return None
     value = config.get("configurable", {}).get("thread_id")
     return None if value is None else str(value)
+
+
+# The argument naming the thread, where it is not the config.
+_THREAD_ARGUMENTS: Final = {
+    "delete_thread": "thread_id",
+    "copy_thread": "source_thread_id",
+    "prune": "thread_ids",
+}
+
+
+def _threads_of(
+    method: str, args: tuple[Any, ...], kwargs: Mapping[str, Any]
+) -> list[tuple[str, RunnableConfig | None]] | None:
+    """The threads (with the call's config) a call of ``method`` concerns, or None when it
+    concerns every store (``delete_for_runs``, a list across threads). Never raises: a call
+    whose arguments are wrong names no thread here, and fails on its own."""
+    operation = TIMED[method][0] if method in TIMED else method
+    if operation == "delete_for_runs":
+        return None
+    if operation in _THREAD_ARGUMENTS:
+        value = args[0] if args else kwargs.get(_THREAD_ARGUMENTS[operation])
+        if operation != "prune":
+            return [] if value is None else [(str(value), None)]
+        if not isinstance(value, list | tuple):  # an iterator would be used up here
+            return []
+        return [(str(thread), None) for thread in value]
+    config = args[0] if args else kwargs.get("config")
+    configurable = config.get("configurable") if isinstance(config, Mapping) else None
+    thread = configurable.get("thread_id") if isinstance(configurable, Mapping) else None
+    if thread is None:
+        return None if operation == "list" else []
+    return [(str(thread), config)]
 
 
 def _newest_first(item: CheckpointTuple) -> tuple[str, ...]:
@@ -130,6 +170,35 @@ class RoutingSaver(BaseCheckpointSaver[Any]):
         with self._lock:
             self._known.pop(thread_id, None)
 
+    def served_by(
+        self, method: str, args: tuple[Any, ...], kwargs: Mapping[str, Any]
+    ) -> Saver | None:
+        """The saver serving this call of ``method``, when known without a query: the saver of
+        the thread it names. None while that thread is not placed (:meth:`place` decides), and
+        for a call no one saver serves (``delete_for_runs`` or a list across both stores, a
+        prune over threads on different savers). The instrumented proxy labels each call
+        with it."""
+        threads = _threads_of(method, args, kwargs)
+        if threads is None:
+            return self.stores[0] if len(self.stores) == 1 else None
+        return _one([self.saver_for(thread) for thread, _ in threads])
+
+    def place(self, method: str, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Saver | None:
+        """:meth:`served_by`, placing the threads of the call first, as the call itself would."""
+        threads = _threads_of(method, args, kwargs)
+        if threads is None:
+            return self.served_by(method, args, kwargs)
+        return _one([self.route(thread, config) for thread, config in threads])
+
+    async def aplace(
+        self, method: str, args: tuple[Any, ...], kwargs: Mapping[str, Any]
+    ) -> Saver | None:
+        """Async twin of :meth:`place`."""
+        threads = _threads_of(method, args, kwargs)
+        if threads is None:
+            return self.served_by(method, args, kwargs)
+        return _one([await self.aroute(thread, config) for thread, config in threads])
+
     def _settled(self, thread_id: str) -> Saver | None:
         """The saver decided without asking PostgreSQL, if one can be."""
         known = self._known.get(thread_id)
@@ -178,6 +247,12 @@ class RoutingSaver(BaseCheckpointSaver[Any]):
 
     def __repr__(self) -> str:
         return f"<routing {len(self.shards)} PostgreSQL savers, memory={self.memory is not None}>"
+
+
+def _one(savers: Sequence[Saver | None]) -> Saver | None:
+    """The one saver all of ``savers`` are, or None."""
+    first = savers[0] if savers else None
+    return first if all(saver is first for saver in savers) else None
 
 
 def _routed(name: str) -> Callable[..., Any]:
