@@ -1,8 +1,8 @@
 """Save and load latency against the number of saver shards, and what routing costs per call.
 
 Part 1 runs the load test's workload (``exporter.loadtest.run_workflows``: each workflow run
-to its end and read back, the load test's think time of 50 ms per node and 4 KB of state)
-closed loop on the embedded PostgreSQL, at each number of concurrent workflows asked for. The
+to its end and read back, 4 KB of state, by default the load test's think time of 50 ms per
+node) closed loop on the embedded PostgreSQL, at each number of concurrent workflows asked for. The
 sides take turns in interleaved rounds (the order reversed every round): the raw
 ``AsyncPostgresSaver``, the factory's single instrumented saver, and the factory's router over
 2, 4, 8 and 16 savers, each at a pool as large as its shard count and at the default pool.
@@ -30,6 +30,7 @@ from time import perf_counter, process_time
 from typing import Any, Final
 
 from benchlib import (
+    BenchError,
     add_data_dir,
     fresh_schema,
     machine_cpu,
@@ -71,7 +72,7 @@ from exporter.settings import Settings
 from exporter.workload import compile_workflow
 
 SCHEMA: Final = "bench_shards"
-WORKLOAD: Final = LoadtestOptions()  # the load test's think time and state size
+DEFAULTS: Final = LoadtestOptions()  # the load test's think time and state size
 SAMPLE_EVERY: Final = 0.05  # seconds between two readings of the pool and the loop's lag
 # The saver metrics a window reads, all labels summed: under a router the lock waits are
 # counted under operation="other", not under the operation that waited.
@@ -219,9 +220,9 @@ async def sample(pool: AsyncConnectionPool[Any], seconds: float, into: Round) ->
 
 @asynccontextmanager
 async def side_graph(
-    side: Side, settings: Settings, observer: Observer, registry: CollectorRegistry
+    side: Side, settings: Settings, observer: Observer, registry: CollectorRegistry, think: float
 ) -> AsyncIterator[tuple[Graph, AsyncConnectionPool[Any]]]:
-    """The workload graph on ``side``'s saver, and the pool under it."""
+    """The workload graph (``think`` seconds per node) on ``side``'s saver, and its pool."""
     settings = settings.replace(pool_max_size=side.pool, saver_shards=side.shards or 1)
     if side.shards is None:
         assert settings.postgres_connection_string is not None
@@ -229,28 +230,30 @@ async def side_graph(
         try:
             raw = RawSaver(conn=pool)
             raw.observer = observer
-            yield compile_workflow(raw, WORKLOAD.think_time, WORKLOAD.state_kb), pool
+            yield compile_workflow(raw, think, DEFAULTS.state_kb), pool
         finally:
             await pool.close()
         return
     async with build_checkpointer(settings, registry=registry, observer=observer) as saver:
         assert saver.backend is not None
         assert saver.backend.pool is not None
-        yield compile_workflow(saver, WORKLOAD.think_time, WORKLOAD.state_kb), saver.backend.pool
+        yield compile_workflow(saver, think, DEFAULTS.state_kb), saver.backend.pool
 
 
 async def run_round(
-    side: Side, settings: Settings, workflows: int, times: tuple[float, float], pm: int
+    side: Side, settings: Settings, workflows: int, report: ShardsReport, pm: int
 ) -> Round:
     """Build ``side``, run ``workflows`` for the warm-up, then measure one window."""
-    warmup, seconds = times
+    warmup, seconds = report.times
     gate, registry, tally = Gate(), CollectorRegistry(), Tally()
-    async with side_graph(side, settings, gate, registry) as (graph, pool):
+    think = report.think_time
+    async with side_graph(side, settings, gate, registry, think) as (graph, pool):
         gc.collect()
         prefix = f"shards-{uuid.uuid4().hex[:8]}-"
-        # Cancelled when the window closes: at 300 workflows the single saver would take
-        # longer to let every workflow end than the window lasts.
-        run = asyncio.create_task(run_workflows(graph, workflows, 3600, prefix, tally))
+        before_run = asyncio.all_tasks()
+        run = asyncio.create_task(
+            run_workflows(graph, workflows, warmup + seconds + 1, prefix, tally)
+        )
         try:
             await asyncio.sleep(warmup)
             before = Snapshot.take(pool, registry, tally, pm)
@@ -260,8 +263,16 @@ async def run_round(
             gate.open = False
             result.after = Snapshot.take(pool, registry, tally, pm)
         finally:
+            # Cut the workflows under way short: at 300 workflows, letting each end would take
+            # longer than the window. A cancelled graph run leaves its background checkpoint
+            # writes running, and a worker whose run ends in another error carries on, so
+            # wait for every task the round started before the pool closes; past the
+            # deadline no worker starts another workflow.
             run.cancel()
-            await asyncio.gather(run, return_exceptions=True)
+            started = asyncio.all_tasks() - before_run - {asyncio.current_task()}
+            _, left = await asyncio.wait(started, timeout=60) if started else (set(), set())
+            if left:
+                raise BenchError(f"{len(left)} tasks of a round still run a minute after it")
     result.save, result.load = gate.seconds["put"], gate.seconds["get_tuple"]
     return result
 
@@ -311,6 +322,7 @@ class ShardsReport:
     sides: list[Side]
     rounds_per_side: int
     times: tuple[float, float]
+    think_time: float
     rounds: dict[int, list[Round]] = field(default_factory=dict)
     calls: dict[str, list[MicroResult]] = field(default_factory=dict)
 
@@ -320,8 +332,8 @@ class ShardsReport:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "think_time_s": WORKLOAD.think_time,
-            "state_kb": WORKLOAD.state_kb,
+            "think_time_s": self.think_time,
+            "state_kb": DEFAULTS.state_kb,
             "warmup_s": self.times[0],
             "round_seconds": self.times[1],
             "rounds_per_side": self.rounds_per_side,
@@ -345,7 +357,7 @@ def render_level(report: ShardsReport, workflows: int, number: int) -> list[str]
     rows, (warmup, seconds) = report.level(workflows), report.times
     lines = [
         f"{number}. {workflows} concurrent workflows, closed loop, think time "
-        f"{WORKLOAD.think_time * 1000:g} ms per node, state {WORKLOAD.state_kb:g} KB; "
+        f"{report.think_time * 1000:g} ms per node, state {DEFAULTS.state_kb:g} KB; "
         f"{report.rounds_per_side} rounds x {seconds:g} s per side after {warmup:g} s of warm-up,"
         " interleaved, the order reversed every round",
         "",
@@ -442,12 +454,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3, help="rounds per side per level (3)")
     parser.add_argument("--round-seconds", type=float, default=6.0, help="window (6)")
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds before it (2)")
+    parser.add_argument(
+        "--think-time", type=float, default=DEFAULTS.think_time, help="seconds per node (0.05)"
+    )
     parser.add_argument("--micro-reps", type=int, default=60, help="blocks per call, 0: skip")
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
     add_data_dir(parser)
     args = parser.parse_args(argv)
     chosen = sides(args.shards, args.pool)
-    report = ShardsReport(chosen, args.rounds, (args.warmup, args.round_seconds))
+    report = ShardsReport(chosen, args.rounds, (args.warmup, args.round_seconds), args.think_time)
     # Before the database starts, and on a loop of its own: the hot loops enter theirs.
     report.calls = measure_routing(args.micro_reps) if args.micro_reps else {}
 
@@ -460,9 +475,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 done = report.rounds.setdefault(workflows, [])
                 for index in range(args.rounds):
                     for side in chosen if index % 2 == 0 else chosen[::-1]:
-                        result = await run_round(
-                            side, settings, workflows, report.times, postmaster
-                        )
+                        result = await run_round(side, settings, workflows, report, postmaster)
                         done.append(result)
                         print(
                             f"  {workflows} wf, round {index + 1}/{args.rounds}, {side.name:<19}"
