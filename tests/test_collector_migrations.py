@@ -9,6 +9,8 @@ from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
 from prometheus_client import CollectorRegistry
 
 from exporter.checkpointer.instrumented import instrument
+from exporter.checkpointer.placement import Placement
+from exporter.checkpointer.routing import routing_saver
 from exporter.collectors.base import ScrapeContext
 from exporter.collectors.migrations import (
     LIBRARY_VERSION,
@@ -95,6 +97,24 @@ async def test_the_expected_version_comes_from_the_setting_else_the_in_process_s
     assert expected_version(None, older) == 4
     assert expected_version(None, memory) is None
     assert expected_version(7, postgres) == 7
+
+
+async def test_behind_a_routing_saver_its_postgresql_saver_says_what_it_expects() -> None:
+    """A rollout below 100 % routes to PostgreSQL and memory: the PostgreSQL saver's library
+    level is still what the schema's writer expects."""
+
+    class OlderSaver(AsyncPostgresSaver):
+        MIGRATIONS = AsyncPostgresSaver.MIGRATIONS[:5]
+
+    memory = InMemorySaver()
+    router = routing_saver(
+        shards=[OlderSaver(conn=None)],  # type: ignore[arg-type]  # never connects
+        memory=memory,
+        placement=Placement(10.0),
+        in_postgres=None,
+        in_memory=lambda thread_id: thread_id in memory.storage,
+    )
+    assert expected_version(None, instrument(router, CollectorRegistry())) == 4
 
 
 async def test_no_context_database_yields_nothing(settings: Settings) -> None:

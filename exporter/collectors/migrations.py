@@ -30,14 +30,14 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from contextlib import suppress
 from functools import cache
-from typing import Any, ClassVar, Final
+from typing import Any, ClassVar, Final, cast
 
 from langgraph.checkpoint.postgres.base import BasePostgresSaver
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from psycopg import AsyncConnection, errors
 
-from exporter.checkpointer.instrumented import InstrumentedSaver
+from exporter.checkpointer.instrumented import Dispatcher, InstrumentedSaver, dispatches
 from exporter.collectors.base import Memo, ScrapeContext
 from exporter.sql import checkpoints
 
@@ -63,13 +63,16 @@ def expected_version(settings_expected: int | None, saver: InstrumentedSaver | N
     """The level the schema's writer expects: the setting, else the in-process saver's library.
 
     In-process the application's own saver writes the schema, so its class's
-    ``MIGRATIONS`` say what it needs; a saver that is not PostgreSQL's says nothing.
+    ``MIGRATIONS`` say what it needs (behind the routing saver, its PostgreSQL saver's);
+    a saver that is not PostgreSQL's says nothing.
     """
     if settings_expected is not None:
         return settings_expected
     inner = saver.inner if saver is not None else None
-    if isinstance(inner, BasePostgresSaver):
-        return len(type(inner).MIGRATIONS) - 1
+    stores = cast(Dispatcher, inner).stores if dispatches(type(inner)) else (inner,)
+    for store in stores:
+        if isinstance(store, BasePostgresSaver):
+            return len(type(store).MIGRATIONS) - 1
     return None
 
 
