@@ -10,7 +10,7 @@ import asyncio
 import itertools
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import AsyncExitStack, asynccontextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 from langgraph.checkpoint.memory import InMemorySaver
@@ -20,12 +20,14 @@ from psycopg import AsyncConnection
 from psycopg.rows import DictRow
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
+from exporter.checkpointer import cohorts
 from exporter.checkpointer.backend import MEMORY, POSTGRES, Backend
+from exporter.checkpointer.cohorts import Cohorts
 from exporter.checkpointer.instrumented import InstrumentedSaver, Observer, wrap_saver
 from exporter.checkpointer.locks import time_lock
 from exporter.checkpointer.metrics import SaverMetrics, saver_metrics
 from exporter.checkpointer.placement import Placement
-from exporter.checkpointer.routing import routing_saver
+from exporter.checkpointer.routing import RoutingSaver, routing_saver
 from exporter.database import (
     checkpointer_connect_kwargs,
     connection_string,
@@ -42,6 +44,8 @@ from exporter.workflows import schema as workflow_schema
 from exporter.workflows.tracker import WorkflowTracker
 
 log = get_logger("checkpointer")
+
+S = TypeVar("S", bound=InstrumentedSaver[Any])
 
 # Another replica holds the setup lock while it migrates: poll, and say so every 10 s.
 SETUP_LOCK_POLL = 0.1
@@ -111,6 +115,28 @@ def postgres_saver(
     )
 
 
+def saver_cohorts(saver: Any, percent: float) -> Cohorts:
+    """The rollout figures of the PostgreSQL ``saver`` built for ``percent``: a router with a
+    memory saver counts the threads it placed; otherwise every new thread goes to PostgreSQL,
+    and nothing is placed to count."""
+    if isinstance(saver, RoutingSaver) and saver.memory is not None:
+        return Cohorts(percent, saver.placed)
+    return Cohorts(percent)
+
+
+def memory_cohorts(memory: InMemorySaver, backend: str) -> Cohorts:
+    """The rollout figures of the in-memory saver alone: nothing goes to PostgreSQL, and each
+    thread it holds counts under ``backend`` (``memory``, or ``fallback``)."""
+    return Cohorts(0.0, lambda: {backend: len(memory.storage)})
+
+
+def with_cohorts(saver: S, metrics: SaverMetrics, figures: Cohorts) -> S:
+    """``saver``, holding ``figures``, which ``metrics`` export for as long as it lives."""
+    saver.cohorts = figures
+    metrics.track_cohorts(figures)
+    return saver
+
+
 def thread_finder(pool: AsyncConnectionPool[Any]) -> Callable[[str], Coroutine[Any, Any, bool]]:
     """Whether PostgreSQL holds checkpoints of a thread: where a router finds old threads."""
 
@@ -146,7 +172,9 @@ async def build_checkpointer(
     schema = settings.postgres_schema
     if not settings.use_postgres_saver:
         log.info("checkpointer_ready", checkpointer=MEMORY)
-        yield wrap_saver(InMemorySaver(), metrics, observer, Backend(MEMORY, schema))
+        memory = InMemorySaver()
+        proxy = wrap_saver(memory, metrics, observer, Backend(MEMORY, schema))
+        yield with_cohorts(proxy, metrics, memory_cohorts(memory, cohorts.MEMORY))
         return
     async with AsyncExitStack() as stack:
         conninfo = await stack.enter_async_context(connection_string(settings))
@@ -165,7 +193,9 @@ async def build_checkpointer(
                 )
             log.warning("checkpointer_fallback", checkpointer=MEMORY, reason=reason)
             backend = Backend(MEMORY, schema, conninfo, fallback_reason=reason)
-            yield wrap_saver(InMemorySaver(), metrics, observer, backend)
+            memory = InMemorySaver()
+            proxy = wrap_saver(memory, metrics, observer, backend)
+            yield with_cohorts(proxy, metrics, memory_cohorts(memory, cohorts.FALLBACK))
             return
         stack.push_async_callback(pool.close)
         saver = postgres_saver(pool, settings, metrics)
@@ -191,4 +221,5 @@ async def build_checkpointer(
             rollout_percent=settings.rollout_percent,
         )
         backend = Backend(POSTGRES, schema, conninfo, pool)
-        yield wrap_saver(saver, metrics, observer, backend, tracker)
+        proxy = wrap_saver(saver, metrics, observer, backend, tracker)
+        yield with_cohorts(proxy, metrics, saver_cohorts(saver, settings.rollout_percent))

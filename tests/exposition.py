@@ -20,13 +20,21 @@ async def integrity_step(sidecar: Sidecar) -> None:
             await collector.wait()
 
 
+# A thread the 50 % rollout below leaves in memory (its bucket is 74.11).
+IN_MEMORY = "docs-left-out"
+
+
 async def exposition_after_workload(settings: Settings) -> str:
     """The text ``/metrics`` of an in-process sidecar after a workflow, an error and a mark.
 
     Give it a database with pg_stat_statements, so every collector shows all it can
-    produce (the canary's figures are there, as zeros, before its first probe).
+    produce (the canary's figures are there, as zeros, before its first probe). The
+    rollout is at 50 %, the tracked workflow in PostgreSQL (its thread is included) and
+    another in memory, so the rollout's figures and both cohorts show too.
     """
-    settings = settings.replace(tracking_flush_interval=0.05)
+    settings = settings.replace(
+        tracking_flush_interval=0.05, rollout_percent=50.0, rollout_include=("docs",)
+    )
     registry = CollectorRegistry()
     async with (
         build_checkpointer(settings, registry=registry) as saver,
@@ -36,6 +44,7 @@ async def exposition_after_workload(settings: Settings) -> str:
         graph = compile_workflow(saver, think_time=0, state_kb=1)
         async with saver.tracker.run("docs"):
             await graph.ainvoke(initial_state("docs"), {"configurable": {"thread_id": "docs"}})
+        await graph.ainvoke(initial_state("docs"), {"configurable": {"thread_id": IN_MEMORY}})
         with pytest.raises(KeyError):  # an error, so the error counter has a sample
             await saver.aput_writes({"configurable": {"thread_id": "x"}}, [("a", 1)], "task")
         assert await saver.tracker.flush()

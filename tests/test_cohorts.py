@@ -1,9 +1,10 @@
 """Cohorts in metrics: behind the routing saver each call is labelled with the saver that served
-it, on real graphs and scrapes."""
+it, and the rollout's share and threads per backend are exported, on real graphs and scrapes."""
 
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -17,13 +18,16 @@ from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
 from langgraph.types import Command
 from prometheus_client import CollectorRegistry
 
-from exporter import InstrumentedSaver, Sidecar, build_checkpointer
+from exporter import InstrumentedSaver, Sidecar, build_checkpointer, instrument
+from exporter.checkpointer.cohorts import Cohorts
 from exporter.checkpointer.instrumented import TIMED, overrides
+from exporter.checkpointer.metrics import saver_metrics
 from exporter.checkpointer.placement import Placement, bucket, shard
-from exporter.checkpointer.routing import RoutingSaver, routing_saver
+from exporter.checkpointer.routing import RoutingSaver, routing_class, routing_saver
 from exporter.settings import Settings
 from tests.graphs import config, review_graph
-from tests.samples import Samples, parse_metrics
+from tests.ports import refused_port
+from tests.samples import Samples, parse_metrics, samples_of, value
 
 POSTGRES, MEMORY = "AsyncPostgresSaver", "InMemorySaver"
 ROUTER = "RoutingInMemorySaverAsyncPostgresSaver"
@@ -122,13 +126,23 @@ async def test_a_graph_at_half_rollout_shows_both_cohorts_in_a_real_scrape(
                      ROUTER: 0.0}  # fmt: skip
     assert set(by_saver(samples, "langgraph_checkpointer_operations_in_flight").values()) == {0.0}
     assert by_saver(samples, "langgraph_checkpointer_operation_errors_total") == {}
+    assert value(samples, "langgraph_checkpointer_rollout_ratio") == 0.5
+    threads_by = {
+        backend: value(samples, "langgraph_checkpointer_rollout_threads", backend=backend)
+        for backend in ("postgres", "memory", "fallback")
+    }
+    assert threads_by == {
+        "postgres": len(in_postgres),
+        "memory": len(threads) - len(in_postgres),
+        "fallback": 0,
+    }
 
 
 async def test_both_cohorts_are_exported_as_zero_before_the_first_call(
     settings: Settings,
 ) -> None:
     """Every operation the router times has a series for each cohort and for the router itself
-    from the start."""
+    from the start, and every backend's thread count is there, at zero."""
     async with scraped(settings.replace(rollout_percent=10.0)) as (_, scrape):
         samples = await scrape()
     timed = {
@@ -144,10 +158,14 @@ async def test_both_cohorts_are_exported_as_zero_before_the_first_call(
         }
         assert operations >= timed, saver
         assert set(by_saver(samples, OPERATIONS).values()) == {0.0}
+    assert value(samples, "langgraph_checkpointer_rollout_ratio") == 0.1
+    for backend in ("postgres", "memory", "fallback"):
+        assert value(samples, "langgraph_checkpointer_rollout_threads", backend=backend) == 0
 
 
 async def test_a_plain_saver_keeps_its_series(settings: Settings) -> None:
-    """At 100 % with one shard nothing routes: every series names AsyncPostgresSaver as before."""
+    """At 100 % with one shard nothing routes: every series names AsyncPostgresSaver as before,
+    the ratio says 1 and no thread count is made up."""
     async with scraped(settings) as (saver, scrape):
         assert saver.saver_name == POSTGRES
         await review_graph(saver).ainvoke({"n": 1}, config("plain"))
@@ -155,6 +173,32 @@ async def test_a_plain_saver_keeps_its_series(settings: Settings) -> None:
     savers = {dict(pairs).get("saver") for name, pairs in samples if "saver" in dict(pairs)}
     assert savers == {POSTGRES}
     assert by_saver(samples, OPERATIONS, operation="put") == {POSTGRES: 5.0}
+    assert value(samples, "langgraph_checkpointer_rollout_ratio") == 1.0
+    assert not any(name == "langgraph_checkpointer_rollout_threads" for name, _ in samples)
+
+
+@pytest.mark.parametrize("fallback", [True, False], ids=["fallback", "memory switch"])
+async def test_memory_alone_counts_its_threads(settings: Settings, fallback: bool) -> None:
+    """The fallback to memory on start-up shows its threads as their own state; the emergency
+    switch (USE_POSTGRES_SAVER=false) as memory threads. Neither sends any to PostgreSQL."""
+    if fallback:
+        url = f"postgresql://claude:pw@127.0.0.1:{refused_port()}/claude_studio"
+        settings = settings.replace(postgres_connection_string=url, fallback_to_memory=True)
+    else:
+        settings = settings.replace(use_postgres_saver=False)
+    async with scraped(settings) as (saver, scrape):
+        assert saver.backend is not None
+        assert (saver.backend.fallback_reason is not None) is fallback
+        for thread in ("a", "b", "c"):
+            await review_graph(saver).ainvoke({"n": 1}, config(thread))
+        samples = await scrape()
+    held = "fallback" if fallback else "memory"
+    assert {
+        backend: value(samples, "langgraph_checkpointer_rollout_threads", backend=backend)
+        for backend in ("postgres", "memory", "fallback")
+    } == {"postgres": 0, "memory": 0, "fallback": 0, held: 3}
+    assert value(samples, "langgraph_checkpointer_rollout_ratio") == 0.0
+    assert by_saver(samples, OPERATIONS, operation="put") == {MEMORY: 15.0}
 
 
 async def test_a_call_no_one_saver_serves_keeps_the_routers_label(settings: Settings) -> None:
@@ -239,3 +283,55 @@ def test_served_by_names_the_saver_of_the_thread_a_call_names() -> None:
     for method, args, kwargs, expected in cases:
         assert router.served_by(method, args, kwargs) is expected, (method, args, kwargs)
         assert router.place(method, args, kwargs) is expected, (method, args, kwargs)
+
+
+async def test_placements_are_counted_as_far_as_they_are_remembered() -> None:
+    """The counts follow the remembered placements: a new thread adds one, a forgotten one (or
+    one pushed out by newer threads) takes it away."""
+    memory = InMemorySaver()
+    router = routing_class([InMemorySaver])(
+        shards=[InMemorySaver()],
+        memory=memory,
+        placement=Placement(50.0),
+        in_postgres=None,
+        in_memory=lambda t: t in memory.storage,
+        remembered=4,
+    )
+    threads = [f"p{i}" for i in range(6)]
+    for thread in threads[:3]:
+        await router.aplace("aget_tuple", (config(thread),), {})
+    expected = {"postgres": sum(bucket(t) < 50 for t in threads[:3])}
+    assert router.placed() == {**expected, "memory": 3 - expected["postgres"]}
+    router.forget(threads[0])
+    assert sum(router.placed().values()) == 2
+    for thread in threads:
+        router.place("get_tuple", (config(thread),), {})
+    assert sum(router.placed().values()) == 4
+
+
+def test_the_rollout_figures_go_with_the_saver_holding_them() -> None:
+    """Exported while the saver holding them lives; the newest checkpointer's ratio, threads
+    added up; gone with the saver."""
+    registry = CollectorRegistry()
+    metrics = saver_metrics(registry)
+    saver = instrument(InMemorySaver(), registry)
+    assert not any(n.startswith("langgraph_checkpointer_rollout") for n, _ in _scrape(registry))
+    older, newer = Cohorts(10.0, lambda: {"memory": 2}), Cohorts(50.0, lambda: {"postgres": 1})
+    saver.cohorts = newer
+    metrics.track_cohorts(older)
+    metrics.track_cohorts(newer)
+    samples = _scrape(registry)
+    assert value(samples, "langgraph_checkpointer_rollout_ratio") == 0.5
+    assert value(samples, "langgraph_checkpointer_rollout_threads", backend="memory") == 2
+    assert value(samples, "langgraph_checkpointer_rollout_threads", backend="postgres") == 1
+    del older
+    del saver
+    gc.collect()
+    assert value(_scrape(registry), "langgraph_checkpointer_rollout_threads", backend="memory") == 0
+    del newer
+    gc.collect()
+    assert not any(n.startswith("langgraph_checkpointer_rollout") for n, _ in _scrape(registry))
+
+
+def _scrape(registry: CollectorRegistry) -> Samples:
+    return samples_of(registry.collect())

@@ -30,6 +30,7 @@ from typing_extensions import TypeVar
 
 from exporter.checkpointer.backend import Backend
 from exporter.checkpointer.call import Call
+from exporter.checkpointer.cohorts import Cohorts
 from exporter.checkpointer.locks import time_lock
 from exporter.checkpointer.metrics import OperationStats, SaverMetrics, saver_metrics
 from exporter.checkpointer.payload import measure_serde
@@ -155,6 +156,8 @@ class InstrumentedSaver(BaseCheckpointSaver[Any], Generic[L]):
     backend: Backend | None
     tracker: L | None
     """The listener fed by this saver's calls (``build_checkpointer`` sets its tracker), or None."""
+    cohorts: Cohorts | None
+    """The rollout figures ``build_checkpointer`` exports for this saver, kept alive by it."""
 
     def __init__(
         self, inner: BaseCheckpointSaver[Any], metrics: SaverMetrics, observer: Observer | None
@@ -184,6 +187,7 @@ class InstrumentedSaver(BaseCheckpointSaver[Any], Generic[L]):
                 setattr(self, name, getattr(inner, name))
         self.backend = None
         self.tracker = None
+        self.cohorts = None
 
     @property
     def inner(self) -> BaseCheckpointSaver[Any]:
@@ -223,7 +227,9 @@ class InstrumentedSaver(BaseCheckpointSaver[Any], Generic[L]):
         clone = self._inner.with_allowlist(extra_allowlist)
         if clone is self._inner:
             return self
-        return wrap_saver(clone, self._metrics, self._observer, self.backend, self.tracker)
+        proxy = wrap_saver(clone, self._metrics, self._observer, self.backend, self.tracker)
+        proxy.cohorts = self.cohorts
+        return proxy
 
     def __getattr__(self, name: str) -> Any:
         # Private names are never forwarded: copy.copy probes them on a bare instance.

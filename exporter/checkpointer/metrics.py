@@ -26,6 +26,8 @@ from prometheus_client.core import (
 from prometheus_client.metrics_core import Metric
 from prometheus_client.samples import Exemplar
 
+from exporter.checkpointer.cohorts import Cohorts, cohort_families
+
 NAMESPACE = "langgraph_checkpointer"
 
 # 0.05 and 0.1 are the save and load p95 targets: an SLO reads them straight
@@ -206,6 +208,7 @@ class SaverMetrics:
         self._stats: dict[tuple[str, str], OperationStats] = {}
         self._stats_lock = threading.Lock()
         self._locks: weakref.WeakSet[Any] = weakref.WeakSet()
+        self._cohorts: list[weakref.ref[Cohorts]] = []
         registry.register(self)
 
     def stats(self, operation: str, saver: str) -> OperationStats:
@@ -221,13 +224,21 @@ class SaverMetrics:
         """Export ``lock``'s queue length for as long as the lock lives."""
         self._locks.add(lock)
 
+    def track_cohorts(self, cohorts: Cohorts) -> None:
+        """Export the rollout figures of ``cohorts`` while it lives (its saver holds it)."""
+        with self._stats_lock:
+            self._cohorts = [ref for ref in self._cohorts if ref() is not None]
+            self._cohorts.append(weakref.ref(cohorts))
+
     def describe(self) -> Iterator[Metric]:
-        return iter(self._families(()))
+        # Every name this collector may yield, so a registry's name[] filter finds them all.
+        return iter(self._families(()) + cohort_families([Cohorts(100.0, dict)]))
 
     def collect(self) -> Iterator[Metric]:
         with self._stats_lock:
             stats = list(self._stats.values())
-        return iter(self._families(stats))
+            cohorts = [c for c in (ref() for ref in self._cohorts) if c is not None]
+        return iter(self._families(stats) + cohort_families(cohorts))
 
     def _families(self, all_stats: Iterable[OperationStats]) -> list[Metric]:
         labels = ["operation", "saver"]

@@ -39,6 +39,7 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import BaseCheckpointSaver, CheckpointTuple
 from langgraph.checkpoint.serde.base import SerializerProtocol
 
+from exporter.checkpointer.cohorts import MEMORY, POSTGRES
 from exporter.checkpointer.instrumented import TIMED, overrides
 from exporter.checkpointer.placement import Placement, shard
 
@@ -119,6 +120,7 @@ class RoutingSaver(BaseCheckpointSaver[Any]):
         self._in_memory = in_memory
         self._remembered = remembered
         self._known: dict[str, Saver] = {}
+        self._counts = {POSTGRES: 0, MEMORY: 0}  # self._known's values, counted
         self._lock = threading.Lock()
         # Each store once: the shards share one database.
         self.stores: tuple[Saver, ...] = tuple(
@@ -161,14 +163,29 @@ class RoutingSaver(BaseCheckpointSaver[Any]):
 
     def _remember(self, thread_id: str, saver: Saver) -> Saver:
         with self._lock:
-            known = self._known.setdefault(thread_id, saver)
+            known = self._known.get(thread_id)
+            if known is None:
+                known = self._known[thread_id] = saver
+                self._counts[self._backend(saver)] += 1
             while len(self._known) > self._remembered:
-                del self._known[next(iter(self._known))]
+                oldest = self._known.pop(next(iter(self._known)))
+                self._counts[self._backend(oldest)] -= 1
         return known
+
+    def _backend(self, saver: Saver) -> str:
+        return MEMORY if saver is self.memory else POSTGRES
 
     def forget(self, thread_id: str) -> None:
         with self._lock:
-            self._known.pop(thread_id, None)
+            known = self._known.pop(thread_id, None)
+            if known is not None:
+                self._counts[self._backend(known)] -= 1
+
+    def placed(self) -> dict[str, int]:
+        """Threads placed and remembered (the latest ``REMEMBERED``), by backend: ``postgres``
+        (any shard) and ``memory``. Both zero without a memory saver, which places nothing."""
+        with self._lock:
+            return dict(self._counts)
 
     def served_by(
         self, method: str, args: tuple[Any, ...], kwargs: Mapping[str, Any]
