@@ -38,6 +38,7 @@ EXPECTED_UIDS = {
     "pool-and-connections.json": "ckpt-pool-connections",
     "storage.json": "ckpt-storage",
     "workflows.json": "ckpt-workflows",
+    "rollout.json": "ckpt-rollout",
 }
 PANEL_DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 SCOPE = {"job": "$job", "instance": "$instance"}
@@ -69,8 +70,8 @@ def schema_errors(validator: Draft7Validator, document: Any) -> list[str]:
     ]
 
 
-def test_the_five_dashboards_exist_with_stable_uids() -> None:
-    """The five dashboards are there, each with its fixed uid, schemaVersion 39 and a title."""
+def test_the_six_dashboards_exist_with_stable_uids() -> None:
+    """The six dashboards are there, each with its fixed uid, schemaVersion 39 and a title."""
     found = {path.name: load_dashboard(path) for path in dashboard_files()}
     assert {name: board["uid"] for name, board in found.items()} == EXPECTED_UIDS
     for board in found.values():
