@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator, Callable, Collection, Iterator, Mappi
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import Enum
-from typing import Any, Final, Generic, Protocol
+from typing import Any, Final, Generic, Protocol, cast
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.serde.base import SerializerProtocol
@@ -175,7 +175,7 @@ class InstrumentedSaver(BaseCheckpointSaver[Any], Generic[L]):
         # A dispatcher's calls, by the type of the saver serving them: those stats too.
         self._served: dict[type[Any], dict[str, OperationStats]] = {}
         if dispatches(type(inner)):
-            for store in inner.stores:  # type: ignore[attr-defined]
+            for store in cast(Dispatcher, inner).stores:
                 label = type(store).__name__
                 self._served[type(store)] = {op: metrics.stats(op, label) for op in self._stats}
         self._last_error: ErrorRecord | None = None
