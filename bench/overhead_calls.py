@@ -293,15 +293,17 @@ def verdict_line(v: dict[str, Any]) -> str:
 
 def call_rows(calls: list[MicroResult], sides: tuple[str, str] = ("raw", "ins")) -> list[str]:
     """The per-operation table, its two sides' columns headed ``sides``."""
+    heads = [f"{side} us" for side in sides]
+    one, two = (max(9, len(head) + 1) for head in heads)
     lines = [
-        f"   {'operation':<12}{'calls/block':>12}{sides[0] + ' us':>9}{sides[1] + ' us':>9}"
+        f"   {'operation':<12}{'calls/block':>12}{heads[0]:>{one}}{heads[1]:>{two}}"
         f"{'added us':>10}  ~95 % interval",
     ]
     for c in calls:
         d = c.as_dict()
         lines.append(
-            f"   {c.operation:<12}{c.calls_per_rep:>12}{d['raw_us']:>9.2f}"
-            f"{d['instrumented_us']:>9.2f}{d['added_us']:>10.2f}  "
+            f"   {c.operation:<12}{c.calls_per_rep:>12}{d['raw_us']:>{one}.2f}"
+            f"{d['instrumented_us']:>{two}.2f}{d['added_us']:>10.2f}  "
             f"{span(d['added_us_interval'], '.2f')}"
         )
     return lines
