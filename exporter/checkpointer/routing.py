@@ -64,6 +64,14 @@ _THREAD_ARGUMENTS: Final = {
 }
 
 
+# Methods whose first argument, when given positionally, is the call's config.
+_CONFIG_FIRST: Final = frozenset(
+    name
+    for name, (operation, _) in TIMED.items()
+    if operation in ("get", "get_tuple", "put", "put_writes", "list")
+)
+
+
 def _threads_of(
     method: str, args: tuple[Any, ...], kwargs: Mapping[str, Any]
 ) -> list[tuple[str, RunnableConfig | None]] | None:
@@ -194,7 +202,13 @@ class RoutingSaver(BaseCheckpointSaver[Any]):
         the thread it names. None while that thread is not placed (:meth:`place` decides), and
         for a call no one saver serves (``delete_for_runs`` or a list across both stores, a
         prune over threads on different savers). The instrumented proxy labels each call
-        with it."""
+        with it, on every call: the usual one, a config naming its thread, takes a short path."""
+        if args and method in _CONFIG_FIRST:
+            config = args[0]
+            configurable = config.get("configurable") if type(config) is dict else None
+            thread = configurable.get("thread_id") if type(configurable) is dict else None
+            if thread is not None:
+                return self.saver_for(str(thread))
         threads = _threads_of(method, args, kwargs)
         if threads is None:
             return self.stores[0] if len(self.stores) == 1 else None
