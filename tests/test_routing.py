@@ -26,6 +26,7 @@ from exporter.database import open_checkpointer_pool
 from exporter.factory import postgres_saver, prepare_schema
 from exporter.settings import Settings
 from tests.graphs import config, review_graph
+from tests.targets import recovery_check
 
 
 def root(thread_id: str) -> Any:
@@ -304,3 +305,27 @@ async def test_sync_calls_from_another_thread_are_routed_alike(
         assert stored == {t for t in threads if bucket(t) < 50.0}
         with pytest.raises(asyncio.InvalidStateError):
             router.route("never-seen")
+
+
+async def test_only_postgres_threads_are_tracked_so_recovery_sees_no_false_failure(
+    prepared: Settings, dsn: str
+) -> None:
+    """At 50 %, workflow_metadata holds exactly the PostgreSQL threads, and the recovery
+    check of a restarted sidecar finds every one of them, failing none."""
+    settings = prepared.replace(rollout_percent=50.0, saver_shards=2)
+    threads = [f"tracked-{i}" for i in range(16)]
+    async with build_checkpointer(settings, registry=CollectorRegistry()) as saver:
+        graph = review_graph(saver)
+        for thread in threads:  # interrupted: what a recovery check loads
+            await graph.ainvoke({"n": 1, "ask": True}, config(thread))
+        assert saver.tracker is not None
+        assert await saver.tracker.flush()
+    in_postgres = {t for t in threads if bucket(t) < 50.0}
+    assert 0 < len(in_postgres) < len(threads)
+    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+        cursor = await conn.execute(
+            f'SELECT thread_id FROM "{settings.postgres_schema}".workflow_metadata'
+        )
+        assert {row[0] for row in await cursor.fetchall()} == in_postgres
+    report = await recovery_check(dsn, settings).run()
+    assert (report.checked, report.failed) == (len(in_postgres), 0)

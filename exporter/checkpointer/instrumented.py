@@ -62,6 +62,11 @@ class Dispatcher(Protocol):
     @property
     def stores(self) -> Sequence[BaseCheckpointSaver[Any]]: ...
 
+    @property
+    def memory(self) -> BaseCheckpointSaver[Any] | None:
+        """The store that keeps nothing past the process (its calls are not tracked)."""
+        ...
+
     def served_by(
         self, method: str, args: tuple[Any, ...], kwargs: Mapping[str, Any]
     ) -> BaseCheckpointSaver[Any] | None: ...
@@ -178,6 +183,12 @@ class InstrumentedSaver(BaseCheckpointSaver[Any], Generic[L]):
             for store in cast(Dispatcher, inner).stores:
                 label = type(store).__name__
                 self._served[type(store)] = {op: metrics.stats(op, label) for op in self._stats}
+        # Calls served from memory: workflow tracking, which writes beside the checkpoints in
+        # PostgreSQL, is not told of them, or a recovery check would miss their checkpoints.
+        memory = cast(Dispatcher, inner).memory if dispatches(type(inner)) else None
+        self._volatile = frozenset(
+            id(stats) for stats in self._served.get(type(memory), {}).values()
+        )
         self._last_error: ErrorRecord | None = None
         # LangGraph calls get_next_version for every channel of every step: bind the inner
         # saver's method on the instance, so calls skip a frame while the class attribute
@@ -262,7 +273,7 @@ class InstrumentedSaver(BaseCheckpointSaver[Any], Generic[L]):
             self._observer(
                 Observation(stats.operation, call.spent, call.lock_wait, call.payload, error)
             )
-        if self.tracker is not None:
+        if self.tracker is not None and id(stats) not in self._volatile:
             self.tracker.observe(stats.operation, call.args, call.kwargs, error)
 
 
