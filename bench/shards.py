@@ -74,8 +74,8 @@ from exporter.workload import compile_workflow
 SCHEMA: Final = "bench_shards"
 DEFAULTS: Final = LoadtestOptions()  # the load test's think time and state size
 SAMPLE_EVERY: Final = 0.05  # seconds between two readings of the pool and the loop's lag
-# The saver metrics a window reads, all labels summed: under a router the lock waits are
-# counted under operation="other", not under the operation that waited.
+# The saver metrics a window reads, all labels summed: a wait counts whatever operation and
+# saver it is labelled with (before 4d5a167 a router's were counted under operation="other").
 TOTALS: Final = tuple(
     f"langgraph_checkpointer_{name}"
     for name in ("lock_wait_seconds_sum", "operation_duration_seconds_sum", "operations_total")
