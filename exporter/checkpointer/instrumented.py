@@ -295,18 +295,30 @@ def _timed_async(name: str, operation: str, fn: Callable[..., Any]) -> Callable[
     return method
 
 
-def _timed_iterator(name: str, operation: str, fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Time only the inner iterator's own steps; record when iteration ends, however it ends."""
+def _timed_iterator(
+    name: str, operation: str, fn: Callable[..., Any], *, served: bool = False
+) -> Callable[..., Any]:
+    """Time only the inner iterator's own steps; record when iteration ends, however it ends.
+
+    ``served``: for a dispatcher, recorded under the saver that serves the call, placing
+    the thread inside the first step's timing when it has no saver yet.
+    """
 
     @functools.wraps(fn)
     def method(self: InstrumentedSaver[Any], *args: Any, **kwargs: Any) -> Iterator[Any]:
-        timing = Call(self, self._stats[operation], args, kwargs, once=False)
+        inner: Any = self._inner
+        stats = self._stats[operation]
+        if served:
+            stats = self._serving(operation, inner.served_by(name, args, kwargs))
+        timing = Call(self, stats, args, kwargs, once=False)
         iterator: Iterator[Any] | None = None
         try:
             while True:
                 with timing:
                     if iterator is None:
-                        iterator = iter(getattr(self._inner, name)(*args, **kwargs))
+                        if served and stats is self._stats[operation]:
+                            self._placed(timing, inner.place(name, args, kwargs))
+                        iterator = iter(getattr(inner, name)(*args, **kwargs))
                     item = next(iterator, _DONE)
                 if item is _DONE:
                     return
@@ -320,19 +332,27 @@ def _timed_iterator(name: str, operation: str, fn: Callable[..., Any]) -> Callab
     return method
 
 
-def _timed_async_iterator(name: str, operation: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+def _timed_async_iterator(
+    name: str, operation: str, fn: Callable[..., Any], *, served: bool = False
+) -> Callable[..., Any]:
     """Async twin of :func:`_timed_iterator`. Closing it closes the inner generator at once,
     which releases the saver's lock that generator holds while it yields."""
 
     @functools.wraps(fn)
     async def method(self: InstrumentedSaver[Any], *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
-        timing = Call(self, self._stats[operation], args, kwargs, once=False)
+        inner: Any = self._inner
+        stats = self._stats[operation]
+        if served:
+            stats = self._serving(operation, inner.served_by(name, args, kwargs))
+        timing = Call(self, stats, args, kwargs, once=False)
         iterator: AsyncIterator[Any] | None = None
         try:
             while True:
                 with timing:
                     if iterator is None:
-                        iterator = aiter(getattr(self._inner, name)(*args, **kwargs))
+                        if served and stats is self._stats[operation]:
+                            self._placed(timing, await inner.aplace(name, args, kwargs))
+                        iterator = aiter(getattr(inner, name)(*args, **kwargs))
                     item = await anext(iterator, _DONE)
                 if item is _DONE:
                     return
@@ -374,73 +394,19 @@ def _served_async(name: str, operation: str, fn: Callable[..., Any]) -> Callable
     return method
 
 
-def _served_iterator(name: str, operation: str, fn: Callable[..., Any]) -> Callable[..., Any]:
-    @functools.wraps(fn)
-    def method(self: InstrumentedSaver[Any], *args: Any, **kwargs: Any) -> Iterator[Any]:
-        inner: Any = self._inner
-        stats = self._serving(operation, inner.served_by(name, args, kwargs))
-        timing = Call(self, stats, args, kwargs, once=False)
-        iterator: Iterator[Any] | None = None
-        try:
-            while True:
-                with timing:
-                    if iterator is None:
-                        if stats is self._stats[operation]:
-                            self._placed(timing, inner.place(name, args, kwargs))
-                        iterator = iter(getattr(inner, name)(*args, **kwargs))
-                    item = next(iterator, _DONE)
-                if item is _DONE:
-                    return
-                yield item
-        finally:
-            close = getattr(iterator, "close", None)
-            if close is not None:
-                close()
-            timing.finish()
-
-    return method
-
-
-def _served_async_iterator(name: str, operation: str, fn: Callable[..., Any]) -> Callable[..., Any]:
-    @functools.wraps(fn)
-    async def method(self: InstrumentedSaver[Any], *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
-        inner: Any = self._inner
-        stats = self._serving(operation, inner.served_by(name, args, kwargs))
-        timing = Call(self, stats, args, kwargs, once=False)
-        iterator: AsyncIterator[Any] | None = None
-        try:
-            while True:
-                with timing:
-                    if iterator is None:
-                        if stats is self._stats[operation]:
-                            self._placed(timing, await inner.aplace(name, args, kwargs))
-                        iterator = aiter(getattr(inner, name)(*args, **kwargs))
-                    item = await anext(iterator, _DONE)
-                if item is _DONE:
-                    return
-                yield item
-        finally:
-            aclose = getattr(iterator, "aclose", None)
-            if aclose is not None:
-                await aclose()
-            timing.finish()
-
-    return method
-
-
 _DONE: Final = object()
 
-_FACTORIES: Final = {
+_FACTORIES: Final[Mapping[Kind, Callable[..., Callable[..., Any]]]] = {
     Kind.SYNC: _timed_sync,
     Kind.ASYNC: _timed_async,
     Kind.ITERATOR: _timed_iterator,
     Kind.ASYNC_ITERATOR: _timed_async_iterator,
 }
-_SERVED_FACTORIES: Final = {
+_SERVED_FACTORIES: Final[Mapping[Kind, Callable[..., Callable[..., Any]]]] = {
     Kind.SYNC: _served_sync,
     Kind.ASYNC: _served_async,
-    Kind.ITERATOR: _served_iterator,
-    Kind.ASYNC_ITERATOR: _served_async_iterator,
+    Kind.ITERATOR: functools.partial(_timed_iterator, served=True),
+    Kind.ASYNC_ITERATOR: functools.partial(_timed_async_iterator, served=True),
 }
 
 
