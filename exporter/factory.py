@@ -95,10 +95,10 @@ def postgres_saver(
     """The saver over the application's pool: one ``AsyncPostgresSaver``, or a router.
 
     A router when the settings ask for several shards or for a rollout below 100 %: it holds
-    ``saver_shards`` savers over the pool (each lock timed on its own, as the one saver's is)
+    ``Settings.shards`` savers over the pool (each lock timed on its own, as the one saver's is)
     and, below 100 %, an in-memory saver for the threads the rollout leaves out.
     """
-    shards = [AsyncPostgresSaver(conn=pool) for _ in range(settings.saver_shards)]
+    shards = [AsyncPostgresSaver(conn=pool) for _ in range(settings.shards)]
     percent = settings.rollout_percent
     if len(shards) == 1 and percent >= 100:
         return shards[0]
@@ -217,7 +217,7 @@ async def build_checkpointer(
             schema=schema,
             connection_string=redact(conninfo),
             pool_max_size=settings.pool_max_size,
-            shards=settings.saver_shards,
+            shards=settings.shards,
             rollout_percent=settings.rollout_percent,
         )
         backend = Backend(POSTGRES, schema, conninfo, pool)

@@ -166,7 +166,7 @@ async def test_both_cohorts_are_exported_as_zero_before_the_first_call(
 async def test_a_plain_saver_keeps_its_series(settings: Settings) -> None:
     """At 100 % with one shard nothing routes: every series names AsyncPostgresSaver as before,
     the ratio says 1 and no thread count is made up."""
-    async with scraped(settings) as (saver, scrape):
+    async with scraped(settings.replace(saver_shards=1)) as (saver, scrape):
         assert saver.saver_name == POSTGRES
         await review_graph(saver).ainvoke({"n": 1}, config("plain"))
         samples = await scrape()

@@ -77,7 +77,7 @@ async def test_conformance_at_full_rollout_with_shards_equals_the_raw_saver(
     prepared: Settings, dsn: str
 ) -> None:
     """Every shard count passes LangGraph's conformance suite exactly as AsyncPostgresSaver."""
-    raw = await run_conformance("raw", factory(dsn, prepared))
+    raw = await run_conformance("raw", factory(dsn, prepared.replace(saver_shards=1)))
     for shards in (2, 5):
         routed = await run_conformance(
             f"{shards} shards", factory(dsn, prepared.replace(saver_shards=shards))
@@ -97,6 +97,13 @@ async def test_conformance_below_full_rollout_equals_the_in_memory_saver(
     for percent, shards in ((0.0, 1), (50.0, 1), (50.0, 3)):
         settings = prepared.replace(rollout_percent=percent, saver_shards=shards)
         assert await run_conformance(f"{percent}%", factory(dsn, settings)) == expected
+
+
+def test_the_default_shard_count_is_half_the_pool_from_one_to_four() -> None:
+    """``auto`` leaves half the pool to other users, and stops where a core is the limit."""
+    by_pool = {size: Settings(pool_max_size=size).shards for size in (1, 2, 3, 4, 7, 8, 10, 50)}
+    assert by_pool == {1: 1, 2: 1, 3: 1, 4: 2, 7: 3, 8: 4, 10: 4, 50: 4}
+    assert Settings(pool_max_size=50, saver_shards=12).shards == 12
 
 
 def test_placement_is_a_function_of_the_thread_id_alone() -> None:
@@ -268,6 +275,7 @@ def test_a_bad_percent_or_shard_count_is_one_line(dsn: str) -> None:
         {"CHECKPOINT_EXPORTER_ROLLOUT_PERCENT": "ten"},
         {"CHECKPOINT_EXPORTER_SAVER_SHARDS": "0"},
         {"CHECKPOINT_EXPORTER_SAVER_SHARDS": "many"},
+        {"CHECKPOINT_EXPORTER_SAVER_SHARDS": "11", "CHECKPOINT_EXPORTER_POOL_MAX_SIZE": "10"},
     ):
         result = subprocess.run(
             [sys.executable, "-m", "exporter", "serve"],
@@ -277,7 +285,7 @@ def test_a_bad_percent_or_shard_count_is_one_line(dsn: str) -> None:
             timeout=60,
             check=False,
         )
-        (name,) = env
+        name = next(iter(env))
         assert result.returncode == 2, result.stderr
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1

@@ -103,7 +103,7 @@ OTHER: dict[str, tuple[str, Any]] = {
     "rollout_percent": ("0", 0.0),
     "rollout_include": ("", ()),
     "rollout_include_key": ("", None),
-    "saver_shards": ("64", 64),
+    "saver_shards": ("auto", None),
     "connect_timeout": ("3s", 3.0),
     "collector_timeout": ("500ms", 0.5),
     "health_timeout": ("2s", 2.0),
@@ -438,8 +438,10 @@ def test_direct_construction_and_load_agree_on_every_bound() -> None:
         high: Any = getattr(spec.parse, "high", None)
         if low is None or high is None:
             continue
-        # The pool's lower bound may reach its upper one only with room above it.
-        room: dict[str, Any] = {"pool_max_size": high} if spec.field == "pool_min_size" else {}
+        # The pool's lower bound, and the shards on it, may reach their upper one only with
+        # room in the pool above it.
+        roomy = spec.field in ("pool_min_size", "saver_shards")
+        room: dict[str, Any] = {"pool_max_size": high} if roomy else {}
         for good in (low, high):
             assert getattr(Settings(**room, **{spec.field: good}), spec.field) == good
         step = 1 if isinstance(low, int) and isinstance(high, int) else 0.001

@@ -209,13 +209,14 @@ class Settings:
         "PostgreSQL, whatever the percent.",
         shown="(none)",
     )
-    saver_shards: int = setting(
-        IntegerIn(1, 64),
-        1,
+    saver_shards: int | None = setting(
+        IntegerOrNone(1, 64, ("auto",)),
+        None,
         env=f"{PREFIX}SAVER_SHARDS",
         flag="--saver.shards",
         help="AsyncPostgresSaver instances over the one pool, each thread always on the same "
-        "one: each holds its own lock, so workflows on different shards do not queue for one.",
+        "one: each holds its own lock, so workflows on different shards do not queue for one. "
+        "`auto` is half the pool, from 1 to 4 (4 with the default pool); 1 is one saver.",
     )
     fallback_to_memory: bool = setting(
         Boolean(),
@@ -412,6 +413,11 @@ class Settings:
                 f"{spec_for('pool_min_size').describe()}: must not exceed "
                 f"{spec_for('pool_max_size').env} ({self.pool_max_size}), got {self.pool_min_size}"
             )
+        if self.saver_shards is not None and self.saver_shards > self.pool_max_size:
+            raise SettingsError(
+                f"{spec_for('saver_shards').describe()}: must not exceed "
+                f"{spec_for('pool_max_size').env} ({self.pool_max_size}), got {self.saver_shards}"
+            )
         if self.telemetry_path in RESERVED_PATHS:
             raise SettingsError(
                 f"{spec_for('telemetry_path').describe()}: {self.telemetry_path} is already served"
@@ -420,6 +426,19 @@ class Settings:
     def replace(self, **changes: Any) -> Settings:
         """Return a copy with ``changes`` applied and checked."""
         return dataclasses.replace(self, **changes)
+
+    @property
+    def shards(self) -> int:
+        """The saver shards to build: as set, or half the pool from 1 to 4.
+
+        Each shard holds one connection while it works; half the pool leaves the other half
+        to the rollout's thread lookup and the application. Past 4 shards a process's one core
+        is the limit, and each further shard only holds its connection longer
+        (bench/RESULTS.md, "Saver shards").
+        """
+        if self.saver_shards is not None:
+            return self.saver_shards
+        return max(1, min(4, self.pool_max_size // 2))
 
     @property
     def embedded(self) -> bool:
