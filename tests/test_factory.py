@@ -12,6 +12,7 @@ from prometheus_client import CollectorRegistry
 
 from exporter import CheckpointerUnavailableError, build_checkpointer
 from exporter.checkpointer.backend import MEMORY, POSTGRES
+from exporter.checkpointer.routing import RoutingSaver
 from exporter.settings import Settings
 from tests.graphs import config, review_graph
 from tests.ports import refused_port
@@ -31,10 +32,14 @@ async def test_flag_off_builds_the_in_memory_saver(memory_settings: Settings) ->
 async def test_flag_on_builds_a_pooled_postgres_saver_in_the_schema(
     settings: Settings, dsn: str
 ) -> None:
-    """The saver is AsyncPostgresSaver on a named, autocommit pool; tables live in the schema."""
+    """The saver is AsyncPostgresSaver, one per default shard, on a named, autocommit pool;
+    tables live in the schema."""
     settings = settings.replace(postgres_schema="lg_checkpoints", application_name="my-app")
     async with build_checkpointer(settings, registry=CollectorRegistry()) as saver:
         assert saver.saver_name == "AsyncPostgresSaver"
+        router = saver.inner
+        assert isinstance(router, RoutingSaver)
+        assert [type(shard).__name__ for shard in router.shards] == ["AsyncPostgresSaver"] * 4
         backend = saver.backend
         assert backend is not None
         assert backend.checkpointer == POSTGRES

@@ -171,9 +171,10 @@ class InstrumentedSaver(BaseCheckpointSaver[Any], Generic[L]):
         self._inner = inner
         self._metrics = metrics
         self._observer = observer
+        self._name = _name(inner)
         # Every operation the proxy times is exported (as zero) from the start.
         self._stats = {
-            operation: metrics.stats(operation, type(inner).__name__)
+            operation: metrics.stats(operation, self._name)
             for name, (operation, _) in TIMED.items()
             if hasattr(type(self), name) and overrides(type(self), name)
         }
@@ -208,8 +209,9 @@ class InstrumentedSaver(BaseCheckpointSaver[Any], Generic[L]):
     @property
     def saver_name(self) -> str:
         """The wrapped saver's class name: the ``saver`` label of its calls, unless it is a
-        dispatcher, whose calls are labelled with the saver serving each."""
-        return type(self._inner).__name__
+        dispatcher, whose calls are labelled with the saver serving each. A dispatcher over
+        one store (shards of one database) is named for that store's savers."""
+        return self._name
 
     @property
     def last_error(self) -> ErrorRecord | None:
@@ -275,6 +277,14 @@ class InstrumentedSaver(BaseCheckpointSaver[Any], Generic[L]):
             )
         if self.tracker is not None and id(stats) not in self._volatile:
             self.tracker.observe(stats.operation, call.args, call.kwargs, error)
+
+
+def _name(inner: BaseCheckpointSaver[Any]) -> str:
+    if dispatches(type(inner)):
+        stores = cast(Dispatcher, inner).stores
+        if len(stores) == 1:
+            return type(stores[0]).__name__
+    return type(inner).__name__
 
 
 def _timed_sync(name: str, operation: str, fn: Callable[..., Any]) -> Callable[..., Any]:
