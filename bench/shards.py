@@ -103,10 +103,11 @@ class Side:
 
 
 def sides(shard_counts: Sequence[int], pool: int) -> list[Side]:
-    """Raw and single at ``pool``; each shard count at a pool of its size and at ``pool``."""
+    """Raw and single at ``pool``; each shard count at a pool of its size, and at ``pool`` if
+    that is larger (a pool smaller than the shard count is a setting the exporter refuses)."""
     chosen = [Side(None, pool), Side(1, pool)]
     for n in shard_counts:
-        chosen += [Side(n, n), *([Side(n, pool)] if n != pool else [])]
+        chosen += [Side(n, n), *([Side(n, pool)] if n < pool else [])]
     return chosen
 
 
