@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import functools
 import threading
-from collections.abc import AsyncIterator, Callable, Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import Enum
@@ -34,6 +34,16 @@ from exporter.checkpointer.cohorts import Cohorts
 from exporter.checkpointer.locks import time_lock
 from exporter.checkpointer.metrics import OperationStats, SaverMetrics, saver_metrics
 from exporter.checkpointer.payload import measure_serde
+from exporter.checkpointer.timed_methods import (
+    context_manager_methods,
+    forwarded,
+    served_async,
+    served_sync,
+    timed_async,
+    timed_async_iterator,
+    timed_iterator,
+    timed_sync,
+)
 from exporter.redact import redact
 
 
@@ -287,171 +297,18 @@ def _name(inner: BaseCheckpointSaver[Any]) -> str:
     return type(inner).__name__
 
 
-def _timed_sync(name: str, operation: str, fn: Callable[..., Any]) -> Callable[..., Any]:
-    @functools.wraps(fn)
-    def method(self: InstrumentedSaver[Any], *args: Any, **kwargs: Any) -> Any:
-        with Call(self, self._stats[operation], args, kwargs):
-            return getattr(self._inner, name)(*args, **kwargs)
-
-    return method
-
-
-def _timed_async(name: str, operation: str, fn: Callable[..., Any]) -> Callable[..., Any]:
-    @functools.wraps(fn)
-    async def method(self: InstrumentedSaver[Any], *args: Any, **kwargs: Any) -> Any:
-        with Call(self, self._stats[operation], args, kwargs):
-            return await getattr(self._inner, name)(*args, **kwargs)
-
-    return method
-
-
-def _timed_iterator(
-    name: str, operation: str, fn: Callable[..., Any], *, served: bool = False
-) -> Callable[..., Any]:
-    """Time only the inner iterator's own steps; record when iteration ends, however it ends.
-
-    ``served``: for a dispatcher, recorded under the saver that serves the call, placing
-    the thread inside the first step's timing when it has no saver yet.
-    """
-
-    @functools.wraps(fn)
-    def method(self: InstrumentedSaver[Any], *args: Any, **kwargs: Any) -> Iterator[Any]:
-        inner: Any = self._inner
-        stats = self._stats[operation]
-        if served:
-            stats = self._serving(operation, inner.served_by(name, args, kwargs))
-        timing = Call(self, stats, args, kwargs, once=False)
-        iterator: Iterator[Any] | None = None
-        try:
-            while True:
-                with timing:
-                    if iterator is None:
-                        if served and stats is self._stats[operation]:
-                            self._placed(timing, inner.place(name, args, kwargs))
-                        iterator = iter(getattr(inner, name)(*args, **kwargs))
-                    item = next(iterator, _DONE)
-                if item is _DONE:
-                    return
-                yield item
-        finally:
-            close = getattr(iterator, "close", None)
-            if close is not None:
-                close()
-            timing.finish()
-
-    return method
-
-
-def _timed_async_iterator(
-    name: str, operation: str, fn: Callable[..., Any], *, served: bool = False
-) -> Callable[..., Any]:
-    """Async twin of :func:`_timed_iterator`. Closing it closes the inner generator at once,
-    which releases the saver's lock that generator holds while it yields."""
-
-    @functools.wraps(fn)
-    async def method(self: InstrumentedSaver[Any], *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
-        inner: Any = self._inner
-        stats = self._stats[operation]
-        if served:
-            stats = self._serving(operation, inner.served_by(name, args, kwargs))
-        timing = Call(self, stats, args, kwargs, once=False)
-        iterator: AsyncIterator[Any] | None = None
-        try:
-            while True:
-                with timing:
-                    if iterator is None:
-                        if served and stats is self._stats[operation]:
-                            self._placed(timing, await inner.aplace(name, args, kwargs))
-                        iterator = aiter(getattr(inner, name)(*args, **kwargs))
-                    item = await anext(iterator, _DONE)
-                if item is _DONE:
-                    return
-                yield item
-        finally:
-            aclose = getattr(iterator, "aclose", None)
-            if aclose is not None:
-                await aclose()
-            timing.finish()
-
-    return method
-
-
-def _served_sync(name: str, operation: str, fn: Callable[..., Any]) -> Callable[..., Any]:
-    """:func:`_timed_sync` for a dispatcher: recorded under the saver that serves the call."""
-
-    @functools.wraps(fn)
-    def method(self: InstrumentedSaver[Any], *args: Any, **kwargs: Any) -> Any:
-        inner: Any = self._inner
-        stats = self._serving(operation, inner.served_by(name, args, kwargs))
-        with Call(self, stats, args, kwargs) as call:
-            if stats is self._stats[operation]:
-                self._placed(call, inner.place(name, args, kwargs))
-            return getattr(inner, name)(*args, **kwargs)
-
-    return method
-
-
-def _served_async(name: str, operation: str, fn: Callable[..., Any]) -> Callable[..., Any]:
-    @functools.wraps(fn)
-    async def method(self: InstrumentedSaver[Any], *args: Any, **kwargs: Any) -> Any:
-        inner: Any = self._inner
-        stats = self._serving(operation, inner.served_by(name, args, kwargs))
-        with Call(self, stats, args, kwargs) as call:
-            if stats is self._stats[operation]:
-                self._placed(call, await inner.aplace(name, args, kwargs))
-            return await getattr(inner, name)(*args, **kwargs)
-
-    return method
-
-
-_DONE: Final = object()
-
 _FACTORIES: Final[Mapping[Kind, Callable[..., Callable[..., Any]]]] = {
-    Kind.SYNC: _timed_sync,
-    Kind.ASYNC: _timed_async,
-    Kind.ITERATOR: _timed_iterator,
-    Kind.ASYNC_ITERATOR: _timed_async_iterator,
+    Kind.SYNC: timed_sync,
+    Kind.ASYNC: timed_async,
+    Kind.ITERATOR: timed_iterator,
+    Kind.ASYNC_ITERATOR: timed_async_iterator,
 }
 _SERVED_FACTORIES: Final[Mapping[Kind, Callable[..., Callable[..., Any]]]] = {
-    Kind.SYNC: _served_sync,
-    Kind.ASYNC: _served_async,
-    Kind.ITERATOR: functools.partial(_timed_iterator, served=True),
-    Kind.ASYNC_ITERATOR: functools.partial(_timed_async_iterator, served=True),
+    Kind.SYNC: served_sync,
+    Kind.ASYNC: served_async,
+    Kind.ITERATOR: functools.partial(timed_iterator, served=True),
+    Kind.ASYNC_ITERATOR: functools.partial(timed_async_iterator, served=True),
 }
-
-
-def _forwarded(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
-    @functools.wraps(fn)
-    def method(self: InstrumentedSaver[Any], *args: Any, **kwargs: Any) -> Any:
-        return getattr(self._inner, name)(*args, **kwargs)
-
-    return method
-
-
-def _context_manager_methods(inner_type: type[Any]) -> dict[str, Callable[..., Any]]:
-    """Forward ``with``/``async with`` when the inner saver supports them."""
-    methods: dict[str, Callable[..., Any]] = {}
-    if hasattr(inner_type, "__enter__"):
-
-        def __enter__(self: InstrumentedSaver[Any]) -> Any:
-            entered = self._inner.__enter__()  # type: ignore[attr-defined]
-            return self if entered is self._inner else entered
-
-        def __exit__(self: InstrumentedSaver[Any], *exc_info: Any) -> Any:
-            return self._inner.__exit__(*exc_info)  # type: ignore[attr-defined]
-
-        methods.update(__enter__=__enter__, __exit__=__exit__)
-    if hasattr(inner_type, "__aenter__"):
-
-        async def __aenter__(self: InstrumentedSaver[Any]) -> Any:
-            entered = await self._inner.__aenter__()  # type: ignore[attr-defined]
-            return self if entered is self._inner else entered
-
-        async def __aexit__(self: InstrumentedSaver[Any], *exc_info: Any) -> Any:
-            return await self._inner.__aexit__(*exc_info)  # type: ignore[attr-defined]
-
-        methods.update(__aenter__=__aenter__, __aexit__=__aexit__)
-    return methods
 
 
 def overrides(cls: type[Any], name: str) -> bool:
@@ -476,8 +333,8 @@ def instrumented_class(inner_type: type[BaseCheckpointSaver[Any]]) -> type[Instr
                 namespace[name] = factories[kind](name, operation, getattr(inner_type, name))
         for name in FORWARDED:
             if overrides(inner_type, name):
-                namespace[name] = _forwarded(name, getattr(inner_type, name))
-        namespace.update(_context_manager_methods(inner_type))
+                namespace[name] = forwarded(name, getattr(inner_type, name))
+        namespace.update(context_manager_methods(inner_type))
         cls = type(f"Instrumented{inner_type.__name__}", (InstrumentedSaver,), namespace)
         _classes[inner_type] = cls
         return cls
