@@ -22,7 +22,7 @@ from exporter.database import Ping, close_when_free
 from exporter.deadline import within
 from exporter.log import get_logger
 from exporter.redact import describe_error
-from exporter.sql.locks import LEADER_LOCK_KEY, TRY_LEADER_LOCK
+from exporter.sql.locks import LEADER_LOCK_KEY, RELEASE_LEADER_LOCK, TRY_LEADER_LOCK
 from exporter.sql.server import SERVER_VERSION
 from exporter.target import Target
 
@@ -108,10 +108,26 @@ class LeaderElection:
         await self.close()
 
     async def close(self) -> None:
-        """Close the session, which releases the lock if held."""
+        """Release the lock if held, then close the session.
+
+        Closing alone frees the lock only once the server's backend has exited, a
+        moment later; unlocking first lets another sidecar lead from its next scrape.
+        """
         conn, self._conn = self._conn, None
-        if conn is not None and not conn.closed:
-            await conn.close()
+        leading, self.leading = self.leading, False
+        if conn is None or conn.closed:
+            return
+        if leading:
+            try:
+                async with self._lock:
+                    await within(self._deadline, self._release(conn))
+            except (TimeoutError, psycopg.Error, OSError) as exc:
+                # Ending the session below frees the lock all the same.
+                log.info("leadership_release_deferred", reason=describe_error(exc))
+        await conn.close()
+
+    async def _release(self, conn: AsyncConnection[Any]) -> None:
+        await conn.execute(RELEASE_LEADER_LOCK, (LEADER_LOCK_KEY, self._target.schema))
 
 
 def _version(row: Mapping[str, Any] | None) -> str:

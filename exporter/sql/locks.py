@@ -26,6 +26,8 @@ TRY_LEADER_LOCK: Final = (
     "SELECT pg_try_advisory_lock(%s, hashtext(%s)) AS acquired,"
     " current_setting('server_version') AS version"
 )
+# A stopping leader hands over at once rather than when its backend exits.
+RELEASE_LEADER_LOCK: Final = "SELECT pg_advisory_unlock(%s, hashtext(%s))"
 
 # Held for one canary probe: sidecars probing at once (a leader handing over, or
 # election off) would see each other's canary half-pruned.
